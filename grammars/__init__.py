@@ -1,0 +1,1 @@
+"""Grammar package (mapped from the top-level grammars/ folder)."""
