@@ -49,8 +49,8 @@ def bind(params: Sequence[Param], positional: Sequence[Any], keyword: Sequence[t
             try:
                 out[p.name] = p.type.check(value)
             except ArgError as err:
-                errors.append(BindError("E304", f"`{label}` argument `{p.name}`: {err.message}",
-                                        err.hint_for(p.name), where))
+                what = f"`{label}`" if p.name == label else f"`{label}` argument `{p.name}`"
+                errors.append(BindError("E304", f"{what}: {err.message}", err.hint_for(p.name), where))
         elif p.default is REQUIRED:
             errors.append(BindError("E305", f"`{label}` is missing required argument `{p.name}`",
                                     _signature_hint(params, label), None))

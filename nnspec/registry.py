@@ -28,9 +28,11 @@ CREATE_GRAPH = "create_graph"        # backward(create_graph=True): second-order
 MULTI_INPUT = "multi_input"          # a merge layer: takes the flow plus named tensors
 PER_EPOCH = "per_epoch"              # a schedule that steps once per epoch by default
 NEEDS_METRIC = "needs_metric"        # a schedule driven by a monitored metric (plateau)
+FULL_BATCH = "full_batch"            # an optimizer fed the whole training split as one batch (gd)
+CLASSIFICATION = "classification"    # a loss/metric whose targets are class indices (int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Component:
     """A registry entry: everything the checker needs, and where the implementation lives."""
     name: str
@@ -45,6 +47,9 @@ class Component:
     inputs: tuple[int, int | None] = (1, 1)      # how many input tensors (min, max or None)
     meta_shapes: bool = False                    # opt-in: infer shapes on torch's meta device
     check: Callable[[Any], None] | None = None   # cross-argument checks, raise ArgError
+    warn: Callable[[Any], str | None] | None = None   # a legal but suspicious use (e.g. dropout 0)
+    info: Mapping[str, Any] = field(default_factory=dict)   # kind-specific facts, e.g. optimizer
+    #                                            "state_slots" (tensors of state per parameter)
     # filled in by the registry:
     distribution: str = field(default="", compare=False)
     version: str = field(default="", compare=False)
