@@ -16,6 +16,7 @@ class BindError:
     message: str
     hint: str | None
     where: int | str | None
+    param: Param | None = None
 
 
 def bind(params: Sequence[Param], positional: Sequence[Any], keyword: Sequence[tuple[str, Any]],
@@ -50,7 +51,7 @@ def bind(params: Sequence[Param], positional: Sequence[Any], keyword: Sequence[t
                 out[p.name] = p.type.check(value)
             except ArgError as err:
                 what = f"`{label}`" if p.name == label else f"`{label}` argument `{p.name}`"
-                errors.append(BindError("E304", f"{what}: {err.message}", err.hint_for(p.name), where))
+                errors.append(BindError("E304", f"{what}: {err.message}", err.hint_for(p.name), where, p))
         elif p.default is REQUIRED:
             errors.append(BindError("E305", f"`{label}` is missing required argument `{p.name}`",
                                     _signature_hint(params, label), None))

@@ -257,12 +257,24 @@ class _Checker:
         self._check_monitor(train, metrics)
         if model is not None and optimizer is not None:
             self._check_groups(optimizer, model)
+        if model is not None:
+            self._check_memory(model, optimizer, main)
         digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(self.sources.items())).encode()).hexdigest()
         if self.diags.has_errors or (models and model is None):
             return None
         return Spec(main.path, model, data, loss, metrics, optimizer, schedule, train, requires,
                     dict(self.sources), digest, str(Path(main.path).resolve().parent) if main.path != "<string>"
                     else str(self.root))
+
+    def _check_memory(self, model, optimizer, main) -> None:
+        from nnspec.memory import human, physical_memory
+        ram = physical_memory()
+        slots = optimizer.optimizer.component.info.get("state_slots", 2) if optimizer else 0
+        need = 4 * (model.params + model.buffers + model.trainable_params * (1 + slots))
+        if ram and need > ram:
+            self.diags.error("E610", f"the model needs about {human(need)} for parameters, gradients and optimizer "
+                             f"state, more than this machine's {human(ram)} of memory", model.span,
+                             "reduce widths or depth; `nnspec summary` shows where the parameters are")
 
     def _names_only(self, blocks: dict[str, n.GraphDef], graph: GraphChecker) -> None:
         """A block library without a model: check that every name in its blocks resolves."""

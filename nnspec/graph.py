@@ -258,8 +258,10 @@ class GraphChecker:
                 out = component.shape(bound, types) if component.shape else types[0]
                 params, buffers = component.count(bound, types) if component.count else (0, 0)
             except (ShapeError, ArgError) as err:
-                self.diags.error("E410", f"`{component.name}`: {err.message}", node.span,
-                                 err.hint or self._origin_hint(env, inputs))
+                message = err.message if err.message.startswith(component.name) else \
+                    f"`{component.name}`: {err.message}"
+                hint = "; ".join(h for h in (err.hint, self._origin_hint(env, inputs)) if h)
+                self.diags.error("E410", message, node.span, hint or None)
                 out = None
         self._count_layer(node)
         child = label or env.child_name(component.name)

@@ -332,11 +332,36 @@ def _syntax_diagnostic(err: UnexpectedInput, path: str, text: str) -> Diagnostic
     return Diagnostic("error", "E100", message, span, hint)
 
 
-def _match_example(err: UnexpectedInput) -> str | None:
-    try:
-        return err.match_examples(lark_parser().parse, SYNTAX_EXAMPLES, use_accepts=True)
-    except Exception:  # an example that no longer fails to parse must not hide the real error
+@functools.lru_cache(maxsize=1)
+def _example_index() -> dict:
+    """(LALR state, acceptable tokens) → friendly message, from SYNTAX_EXAMPLES.
+
+    Lark's own match_examples also compares parser stack depth, so an example would only match
+    at the nesting depth it was written at; the state number alone is what identifies a mistake."""
+    index: dict = {}
+    parser = lark_parser()
+    for message, examples in SYNTAX_EXAMPLES.items():
+        for example in examples:
+            try:
+                parser.parse(example)
+            except UnexpectedInput as err:
+                key = _error_key(err)
+                if key is not None:
+                    index.setdefault(key, message)
+    return index
+
+
+def _error_key(err: UnexpectedInput):
+    state = getattr(err, "state", None)
+    if state is None:
         return None
+    accepts = getattr(err, "accepts", None) or getattr(err, "expected", None) or ()
+    return state.position, frozenset(accepts)
+
+
+def _match_example(err: UnexpectedInput) -> str | None:
+    key = _error_key(err)
+    return _example_index().get(key) if key is not None else None
 
 
 def _check_size(text: str, path: str) -> None:
@@ -352,34 +377,21 @@ def _check_size(text: str, path: str) -> None:
 
 
 def parse(text: str, path: str = "<string>") -> n.Module:
-    """Parse one file. Raises `NnspecError` with every syntax error found (one per line)."""
+    """Parse one file. Raises `NnspecError` at the first syntax error."""
     _check_size(text, path)
     parser = lark_parser()
-    errors: list[Diagnostic] = []
-
-    def recover(err: UnexpectedInput) -> bool:
-        if isinstance(err, UnexpectedEOF) or len(errors) >= 20:
-            return False
-        diag = _syntax_diagnostic(err, path, text)
-        if not errors or errors[-1].span.line != diag.span.line:
-            errors.append(diag)
-        return not (isinstance(err, UnexpectedToken) and err.token.type == "$END")
-
+    # Only the first syntax error is reported: after it, Lark's token-skipping recovery mostly
+    # produces follow-on noise. Semantic checks, which report everything, need a parse anyway.
     _comments.found = comments = []
     try:
-        tree = parser.parse(text, on_error=recover)
+        tree = parser.parse(text)
     except UnexpectedInput as err:
-        diag = _syntax_diagnostic(err, path, text)
-        if not errors or errors[-1] != diag:
-            errors.append(diag)
-        tree = None
+        raise NnspecError([_syntax_diagnostic(err, path, text)], {path: text}) from None
     except RecursionError:  # belt and braces: the grammar and builder do not recurse
-        errors.append(Diagnostic("error", "E601", "nesting too deep", Span(path, 1, 1, 1, 2)))
-        tree = None
+        raise NnspecError([Diagnostic("error", "E601", "nesting too deep", Span(path, 1, 1, 1, 2))],
+                          {path: text}) from None
     finally:
         _comments.found = None
-    if errors:
-        raise NnspecError(errors, {path: text})
     try:
         items = _Builder(path).transform(tree)
     except NnspecError as err:

@@ -54,7 +54,7 @@ def bind_args(params, args: Sequence[n.Arg], node, label: str, check, names: Sco
             value = dict(kw_values).get(e.where)
         else:
             span, value = getattr(node, "name_span", node.span), None
-        if e.code == "E304" and isinstance(value, Symbol) and "expected one of" not in e.message:
+        if e.code == "E304" and isinstance(value, Symbol) and _wants_number(e.param):
             # a bare word where a number was expected is most likely an undefined name
             diags.error("E202", f"`{value.name}` is not defined", span,
                         did_you_mean(value.name, names.names()) or e.hint)
@@ -84,3 +84,14 @@ def use_of(catalog: Catalog, kind: str, expr: n.Expr, names: Scope, diags: Diagn
         if message:
             diags.warning("W301", message, expr.span)
     return Use(component, bound, expr.span)
+
+
+def _wants_number(param) -> bool:
+    """A bare word given for a numeric parameter is most likely a misspelt const or parameter."""
+    from nnspec.types import Number, OneOf, Tuple
+    t = getattr(param, "type", None)
+    while isinstance(t, Tuple):
+        t = t.item
+    if isinstance(t, OneOf):
+        return all(isinstance(o, (Number, Tuple)) for o in t.options)
+    return isinstance(t, Number)

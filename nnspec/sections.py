@@ -18,7 +18,7 @@ from nnspec.evaluate import Scope
 from nnspec.registry import Catalog
 from nnspec.resolve import bind_args, use_of
 from nnspec.types import (AnyValue, ArgError, Bool, Choice, Float, Int, NonNegativeInt, OneOf, Param, PositiveFloat,
-                          PositiveInt, Str, Symbol, Type)
+                          PositiveInt, Str, Symbol, Type, describe)
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Word(Type):
             return value.name
         if isinstance(value, str) and value:
             return value
-        raise ArgError(f"expected a name, got {value!r}")
+        raise ArgError(f"expected a name such as val_loss, got {describe(value)}")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Device(Type):
         word = value.name if isinstance(value, Symbol) else value
         if isinstance(word, str) and re.fullmatch(r"auto|cpu|cuda|mps|cuda:\d+", word):
             return word
-        raise ArgError(f"unknown device {value!r}", 'use auto, cpu, cuda, "cuda:1" or mps')
+        raise ArgError(f"unknown device `{word}`", 'use auto, cpu, cuda, "cuda:1" or mps')
 
 
 Mode = Choice("min", "max")
@@ -86,6 +86,16 @@ DATA_KEYS = {
     "drop_last": key(Param("drop_last", Bool()), doc="skip the last incomplete training batch"),
 }
 
+# Keys people put in the wrong section, and where they belong.
+ELSEWHERE = {
+    "batch_size": "the batch size is set in the data section: `data digits { batch 64 }`",
+    "batch": "the batch size is set in the data section: `data digits { batch 64 }`",
+    "lr": "the learning rate is an optimizer argument: `optimizer adam(lr = 1e-3)`",
+    "weight_decay": "weight decay is an optimizer argument: `optimizer adamw(weight_decay = 1e-2)`",
+    "epochs": "epochs are set in the train section: `train { epochs 10 }`",
+    "seed": "the seed is set in the train section: `train { seed 0 }`",
+}
+
 SECTIONS = ("data", "loss", "metrics", "optimizer", "schedule", "train", "requires")
 
 
@@ -103,7 +113,7 @@ class SectionChecker:
                 continue
             if item.name not in schema:
                 self.diags.error("E501", f"unknown key `{item.name}` in `{section.name}`", item.name_span,
-                                 did_you_mean(item.name, list(schema) + list(nested))
+                                 did_you_mean(item.name, list(schema) + list(nested)) or ELSEWHERE.get(item.name)
                                  or "known keys: " + ", ".join(sorted(list(schema) + list(nested))))
                 continue
             if item.name in out:

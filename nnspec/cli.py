@@ -1,0 +1,218 @@
+"""`nnspec` command line. Validation paths never import torch; user mistakes exit 1 (spec) or 2
+(usage) with located messages, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from nnspec.errors import Diagnostic, NnspecError, render_text
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _color(stream) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _spec_files(paths: Sequence[str]) -> tuple[list[Path], list[str]]:
+    files, missing = [], []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            files.extend(sorted(q for q in p.rglob("*.nn") if q.is_file()))
+        elif p.is_file():
+            files.append(p)
+        else:
+            missing.append(raw)
+    return files, missing
+
+
+def _print_diagnostics(diags: list[Diagnostic], sources: dict[str, str], fmt: str, out=sys.stdout) -> None:
+    if fmt == "json":
+        return
+    if fmt == "github":
+        for d in diags:
+            s = d.span
+            msg = d.message + (f" ({d.hint})" if d.hint else "")
+            msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            kind = "error" if d.severity == "error" else "warning"
+            print(f"::{kind} file={s.file},line={s.line},col={s.column},endLine={s.end_line},"
+                  f"endColumn={s.end_column},title={d.code}::{msg}", file=out)
+        return
+    if diags:
+        print(render_text(diags, sources, color=_color(out)), file=out)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+def cmd_validate(args) -> int:
+    from nnspec.check import check_file
+    files, missing = _spec_files(args.paths)
+    if missing:
+        print(f"nnspec validate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    if not files:
+        print("nnspec validate: no .nn files found", file=sys.stderr)
+        return EXIT_USAGE
+    all_diags: list[Diagnostic] = []
+    failed = 0
+    for f in files:
+        result = check_file(f, overrides=args.set, allow_outside=args.allow_outside_imports)
+        diags = result.diagnostics
+        all_diags.extend(diags)
+        bad = any(d.severity == "error" for d in diags) or (args.strict and diags)
+        failed += bool(bad)
+        _print_diagnostics(diags, result.sources, args.format)
+    if args.format == "json":
+        print(json.dumps([d.to_json() for d in all_diags], indent=2))
+    elif args.format == "text":
+        errors = sum(d.severity == "error" for d in all_diags)
+        warnings = len(all_diags) - errors
+        ok = len(files) - failed
+        print(f"{len(files)} file{'s' * (len(files) != 1)} checked: {ok} valid, {failed} invalid "
+              f"({errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)})")
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+def _load_or_report(path: str, overrides, args):
+    from nnspec.check import check_file
+    if not Path(path).is_file():
+        print(f"nnspec: no such file: {path}", file=sys.stderr)
+        return None, EXIT_USAGE
+    result = check_file(path, overrides=overrides, allow_outside=getattr(args, "allow_outside_imports", False))
+    _print_diagnostics(result.diagnostics, result.sources, "text", out=sys.stderr)
+    if not result.ok or result.spec is None:
+        return None, EXIT_INVALID
+    return result.spec, EXIT_OK
+
+
+def cmd_summary(args) -> int:
+    spec, code = _load_or_report(args.spec, args.set, args)
+    if spec is None:
+        return code
+    if spec.model is None:
+        print(f"nnspec summary: {args.spec} has no model", file=sys.stderr)
+        return EXIT_INVALID
+    summary = spec.model.summary()
+    from nnspec.memory import estimate
+    summary["memory"] = estimate(spec)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    from nnspec.summary_view import print_summary
+    print_summary(spec, summary)
+    return EXIT_OK
+
+
+def cmd_fmt(args) -> int:
+    from nnspec.fmt import format_file
+    files, missing = _spec_files(args.paths)
+    if missing:
+        print(f"nnspec fmt: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    changed, failed = [], 0
+    for f in files:
+        try:
+            text, did_change = format_file(f)
+        except NnspecError as err:
+            _print_diagnostics(err.diagnostics, err.sources, "text", out=sys.stderr)
+            failed += 1
+            continue
+        if did_change:
+            changed.append(f)
+            if not args.check:
+                f.write_text(text, encoding="utf-8")
+    verb = "would reformat" if args.check else "reformatted"
+    for f in changed:
+        print(f"{verb} {f}", file=sys.stderr)
+    if failed:
+        return EXIT_INVALID
+    return EXIT_INVALID if (args.check and changed) else EXIT_OK
+
+
+def cmd_train(args) -> int:
+    spec, code = _load_or_report(args.spec, args.set, args)
+    if spec is None:
+        return code
+    from nnspec.api import train
+    progress = None if not args.quiet else False
+    try:
+        train(spec, out_dir=args.out, progress=progress, **({"resume": args.resume} if args.resume else {}))
+    except NnspecError as err:
+        _print_diagnostics(err.diagnostics, {**spec.sources, **err.sources}, "text", out=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def cmd_plugins(args) -> int:
+    from nnspec.plugins_view import show_plugins
+    return show_plugins(args.kind, check=args.check)
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nnspec", description="Declarative neural-network training for PyTorch.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def add_set(q):
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a value, e.g. --set optimizer.lr=3e-4 --set train.epochs=5 --set model.width=64")
+        q.add_argument("--allow-outside-imports", action="store_true",
+                       help="allow `import` of files outside the spec's folder")
+
+    q = sub.add_parser("validate", help="check specs (names, arguments, shapes) without running anything")
+    q.add_argument("paths", nargs="+", metavar="PATH", help=".nn files or folders (searched recursively)")
+    q.add_argument("--format", choices=["text", "json", "github"], default="text")
+    q.add_argument("--strict", action="store_true", help="warnings fail too")
+    add_set(q)
+    q.set_defaults(fn=cmd_validate)
+
+    q = sub.add_parser("summary", help="layers, output shapes, parameter counts and memory")
+    q.add_argument("spec", metavar="SPEC")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    add_set(q)
+    q.set_defaults(fn=cmd_summary)
+
+    q = sub.add_parser("fmt", help="format specs canonically (keeps comments)")
+    q.add_argument("paths", nargs="+", metavar="PATH")
+    q.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+    q.set_defaults(fn=cmd_fmt)
+
+    q = sub.add_parser("train", help="train the spec's model")
+    q.add_argument("spec", metavar="SPEC")
+    add_set(q)
+    q.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>)")
+    q.add_argument("--resume", nargs="?", const="last", metavar="PATH", help="continue from a checkpoint")
+    q.add_argument("--quiet", action="store_true", help="no progress output")
+    q.set_defaults(fn=cmd_train)
+
+    q = sub.add_parser("plugins", help="list installed components and the distributions providing them")
+    q.add_argument("kind", nargs="?", help="layers, optimizers, schedules, losses, metrics, datasets, augmentations")
+    q.add_argument("--check", action="store_true", help="import every plugin and verify its declaration")
+    q.set_defaults(fn=cmd_plugins)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except NnspecError as err:
+        _print_diagnostics(err.diagnostics, err.sources, "text", out=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

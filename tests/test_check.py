@@ -1,0 +1,132 @@
+"""The checker against the spec corpora: every invalid spec states the errors it must produce."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from nnspec.check import check_file, check_source, load
+from nnspec.errors import NnspecError
+
+SPECS = Path(__file__).parent / "specs"
+EXPECT = re.compile(r"#\s*expect:\s*(?:(\d+):(\d+)\s+)?(E\d+)\s*(.*)")
+
+
+def _expectations(path: Path):
+    for line in path.read_text().splitlines():
+        m = EXPECT.match(line.strip())
+        if m:
+            yield (int(m[1]) if m[1] else None, int(m[2]) if m[2] else None, m[3], m[4].strip())
+
+
+VALID = sorted((SPECS / "valid").glob("*.nn"))
+INVALID = sorted(p for p in (SPECS / "invalid").rglob("*.nn") if p.parent.name != "cycle" or p.name == "a.nn")
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+def test_valid_specs_have_no_errors(path):
+    result = check_file(path)
+    assert result.ok, "\n".join(f"{d.span.line}:{d.span.column} {d.code} {d.message}" for d in result.diagnostics)
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
+def test_invalid_specs_report_exactly_the_expected_errors(path):
+    expected = list(_expectations(path))
+    assert expected, f"{path} states no `# expect:` lines"
+    result = check_file(path)
+    errors = [d for d in result.diagnostics if d.severity == "error"]
+    unmatched = list(errors)
+    for line, col, code, fragment in expected:
+        hit = next((d for d in unmatched if d.code == code and fragment in d.message
+                    and (line is None or (d.span.line, d.span.column) == (line, col))), None)
+        assert hit is not None, f"expected {line}:{col} {code} {fragment!r}; got " + \
+            "; ".join(f"{d.span.line}:{d.span.column} {d.code} {d.message}" for d in errors)
+        unmatched.remove(hit)
+    assert not unmatched, "unexpected: " + "; ".join(f"{d.span.line}:{d.span.column} {d.code} {d.message}"
+                                                     for d in unmatched)
+
+
+def test_ten_mistakes_give_ten_located_errors_in_source_order():
+    result = check_file(SPECS / "invalid" / "ten_mistakes.nn")
+    errors = [d for d in result.diagnostics if d.severity == "error"]
+    assert len(errors) == 10
+    assert [(d.span.line, d.span.column) for d in errors] == sorted((d.span.line, d.span.column) for d in errors)
+    assert all(d.hint for d in errors)
+
+
+def test_resnet18_parameter_count_matches_torchvision():
+    text = """
+block basic(channels, stride = 1) {
+    residual {
+        conv2d(channels, 3, stride = stride, padding = 1, bias = false) -> batchnorm2d -> relu
+        conv2d(channels, 3, padding = 1, bias = false) -> batchnorm2d
+    } shortcut {
+        conv2d(channels, 1, stride = stride, bias = false) -> batchnorm2d
+    }
+    relu
+}
+model resnet18 {
+    input [3, 224, 224]
+    conv2d(64, 7, stride = 2, padding = 3, bias = false) -> batchnorm2d -> relu
+        -> maxpool2d(3, stride = 2, padding = 1)
+    basic(64) * 2
+    basic(128, stride = 2) -> basic(128)
+    basic(256, stride = 2) -> basic(256)
+    basic(512, stride = 2) -> basic(512)
+    adaptive_avgpool2d(1) -> flatten -> linear(1000)
+}
+"""
+    result = check_source(text)
+    assert result.ok
+    model = result.spec.model
+    assert model.params == 11_689_512
+    assert model.output.shape == (1000,)
+
+
+def test_shortcut_is_built_only_where_shapes_change():
+    text = """
+block b(c, stride = 1) {
+    residual { conv2d(c, 3, stride = stride, padding = 1) } shortcut { conv2d(c, 1, stride = stride) }
+}
+model m {
+    input [4, 8, 8]
+    b(4) -> b(8, stride = 2)
+}
+"""
+    model = check_source(text).spec.model
+    first, second = model.root.children["b_0"], model.root.children["b_1"]
+    assert "shortcut" not in first.children["residual_0"].children
+    assert "shortcut" in second.children["residual_0"].children
+    assert model.output.shape == (8, 4, 4)
+
+
+def test_overrides_are_checked_and_located():
+    path = SPECS / "valid" / "training.nn"
+    spec = load(path, ["optimizer.lr=3e-4", "train.epochs=5", "model.width=16"])
+    assert spec.optimizer.optimizer.args.lr == pytest.approx(3e-4)
+    assert spec.train.epochs == 5
+    assert spec.model.root.layers().__next__().output.shape == (16,)
+    result = check_file(path, overrides=["optimizer.lr=-1", "trian.epochs=2"])
+    errors = {d.code: d for d in result.diagnostics}
+    assert errors["E304"].span.file == "--set optimizer.lr=-1"
+    assert errors["E304"].span.column == len("--set optimizer.lr=") + 1
+    assert errors["E804"].hint and "train" in errors["E804"].hint
+
+
+def test_library_with_unknown_layer_is_reported():
+    result = check_source("block b { linar(3) }")
+    assert [d.code for d in result.diagnostics] == ["E201"]
+
+
+def test_warnings_do_not_fail():
+    result = check_source("block unused { relu }\nmodel m {\n input [4]\n dropout(0)\n}")
+    codes = sorted(d.code for d in result.diagnostics)
+    assert result.ok and "W101" in codes
+
+
+def test_load_raises_with_every_error():
+    with pytest.raises(NnspecError) as info:
+        load(SPECS / "invalid" / "ten_mistakes.nn")
+    assert len(info.value.errors) == 10
+    assert "ten_mistakes.nn:4:35: error[E201]" in str(info.value)
