@@ -18,7 +18,7 @@ from pathlib import Path
 
 import lark
 from lark import Token, Transformer_NonRecursive, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import VisitError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from nnspec import nodes as n
 from nnspec.errors import Diagnostic, NnspecError, Span
@@ -394,8 +394,10 @@ def parse(text: str, path: str = "<string>") -> n.Module:
         _comments.found = None
     try:
         items = _Builder(path).transform(tree)
-    except NnspecError as err:
-        raise NnspecError(err.diagnostics, {path: text}) from None
+    except VisitError as err:    # lark wraps what a builder callback raised
+        if isinstance(err.orig_exc, NnspecError):
+            raise NnspecError(err.orig_exc.diagnostics, {path: text}) from None
+        raise
     return n.Module(path, tuple(items), tuple(sorted(comments)), text)
 
 
