@@ -410,9 +410,12 @@ class GraphChecker:
         x, y = sub.slots[0].type, sub.slots[body_out].type
         skip = 0
         if x is not None and y is not None and x != y:
+            if node.no_shortcut:                 # `shortcut none`: plain body where shapes change
+                return self._attach(scope, sub, body_out, env, flow, "residual", node.span)
             if node.shortcut is None:
                 self.diags.error("E411", f"residual body changes the shape {x} → {y}, so the input cannot be added",
-                                 node.span, "add a projection: `residual { ... } shortcut { conv2d(...) -> ... }`")
+                                 node.span, "add a projection: `residual { ... } shortcut { conv2d(...) -> ... }`, "
+                                 "or `shortcut none` to drop the skip connection there")
                 y = None
             else:
                 sc_scope, sc_env = self._sub("body", "shortcut", sub, 0, node.span)

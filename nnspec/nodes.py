@@ -105,10 +105,13 @@ class Repeat:
 
 @dataclass(frozen=True, slots=True)
 class Residual:
-    """`residual { body } shortcut { projection }`: body(x) + x, or + shortcut(x) when shapes differ."""
+    """`residual { body } shortcut { projection }`: body(x) + x, or + shortcut(x) when shapes differ.
+
+    `shortcut none` (no_shortcut) drops the skip connection where shapes differ (MobileNetV2)."""
     body: tuple["Stmt", ...]
     shortcut: tuple["Stmt", ...] | None
     span: Span
+    no_shortcut: bool = False
 
 
 @dataclass(frozen=True, slots=True)

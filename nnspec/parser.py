@@ -101,6 +101,9 @@ class _Tagged:
         self.tag, self.value, self.span = tag, value, span
 
 
+_NO_SHORTCUT = object()
+
+
 def _binop(op):
     def build(self, meta, children):
         return self._node(n.BinOp(op, children[0], children[1], self._span(meta)))
@@ -194,7 +197,12 @@ class _Builder(Transformer_NonRecursive):
         return n.Ref(str(c[0]), self._tok_span(c[0]))
 
     def residual(self, meta, c):
+        if len(c) > 1 and c[1] is _NO_SHORTCUT:
+            return self._node(n.Residual(c[0], None, self._span(meta), no_shortcut=True))
         return self._node(n.Residual(c[0], c[1] if len(c) > 1 else None, self._span(meta)))
+
+    def no_shortcut(self, meta, c):
+        return _NO_SHORTCUT
 
     def parallel(self, meta, c):
         return self._node(n.Parallel(c[0], c[1], self._span(meta)))
