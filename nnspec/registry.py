@@ -141,6 +141,7 @@ class Registry:
         self.kind = kind
         self._sources = list(sources)
         self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str | None], Component | None] = {}
 
     def _by_name(self, name: str) -> list[_Source]:
         named = [s for s in self._sources if s.name == name]
@@ -167,6 +168,9 @@ class Registry:
 
     def get(self, name: str, distribution: str | None = None) -> Component | None:
         """The component called `name`, or None. Raises PluginLoadError / Conflict."""
+        key = (name, distribution)
+        if key in self._cache:
+            return self._cache[key]
         with self._lock:
             sources = self._by_name(name)
             if distribution is not None:
@@ -174,7 +178,8 @@ class Registry:
             found = [c for s in sources for c in s.load(self.kind) if c.name == name]
         if len(found) > 1:
             raise Conflict(self.kind, name, found)
-        return found[0] if found else None
+        self._cache[key] = found[0] if found else None
+        return self._cache[key]
 
     def all(self) -> tuple[list[Component], list[PluginLoadError]]:
         """Load everything (for `nnspec plugins` and docs). Returns components and load failures."""
@@ -254,4 +259,5 @@ class Catalog:
         regs = {k: Registry(k, list(r._sources)) for k, r in self.registries.items()}
         for c in components:
             regs[c.kind]._sources.append(_Source(c.name, distribution, "0", component=c))
+            regs[c.kind]._cache.clear()
         return Catalog(regs)
