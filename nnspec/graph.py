@@ -255,8 +255,12 @@ class GraphChecker:
                 if message:
                     self.diags.warning("W301", message, node.span)
             try:
-                out = component.shape(bound, types) if component.shape else types[0]
-                params, buffers = component.count(bound, types) if component.count else (0, 0)
+                if component.shape is None and component.meta_shapes:
+                    from nnspec.lower.meta import infer
+                    out, params, buffers = infer(component, bound, types)
+                else:
+                    out = component.shape(bound, types) if component.shape else types[0]
+                    params, buffers = component.count(bound, types) if component.count else (0, 0)
             except (ShapeError, ArgError) as err:
                 message = err.message if err.message.startswith(component.name) else \
                     f"`{component.name}`: {err.message}"

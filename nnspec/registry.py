@@ -88,6 +88,8 @@ class Conflict(Exception):
         self.kind, self.name, self.providers = kind, name, providers
         who = " and ".join(f"{c.distribution or '?'} {c.version}".strip() for c in providers)
         super().__init__(f"{kind[:-1]} `{name}` is registered by more than one distribution: {who}")
+        self.hint = "choose one by qualifying the name: " + " or ".join(
+            f"`{_norm(c.distribution).replace('-', '_')}::{name}`" for c in providers)
 
 
 @dataclass

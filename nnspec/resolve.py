@@ -18,17 +18,23 @@ def lookup(catalog: Catalog, kind: str, name: str, span: Span, diags: Diagnostic
            extra_known: Sequence[str] = ()) -> Component | None:
     """The component `name` of `kind`, or None after reporting why not."""
     label = KIND_LABEL[kind]
+    distribution, _, short = name.rpartition("::")
     try:
-        found = catalog[kind].get(name)
+        found = catalog[kind].get(short, distribution or None)
     except PluginLoadError as err:
         diags.error("E210", str(err), span, "fix or reinstall that plugin (`pip install --force-reinstall ...`)")
         return None
     except Conflict as err:
-        diags.error("E211", str(err), span, "uninstall one of them")
+        diags.error("E211", str(err), span, err.hint + ", or uninstall one of them")
         return None
-    if found is None:
+    if found is None and distribution:
+        providers = catalog[kind].distributions(short)
+        diags.error("E212", f"{label} `{short}` is not provided by a distribution named `{distribution}`", span,
+                    ("provided by: " + ", ".join(f"{d} {v}" for d, v in providers)) if providers
+                    else f"`{short}` is not installed; run `nnspec plugins {kind}`")
+    elif found is None:
         known = list(catalog[kind].names()) + list(extra_known)
-        diags.error("E201", f"unknown {label} `{name}`", span,
+        diags.error("E201", f"unknown {label} `{name}` (not installed)", span,
                     did_you_mean(name, known) or f"run `nnspec plugins {kind}` to list what is installed")
     return found
 

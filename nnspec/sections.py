@@ -284,10 +284,14 @@ class SectionChecker:
 
     def requires(self, section: n.Setting) -> tuple[str, ...]:
         self._no_body(section)
+        from nnspec.requirements import check_requirement
         out = []
         for v in section.values:
             if isinstance(v, n.String):
                 out.append(v.value)
+                problem = check_requirement(v.value)
+                if problem:
+                    self.diags.error("E530", problem[0], v.span, problem[1])
             else:
                 self.diags.error("E511", "`requires` takes quoted requirements", v.span,
                                  'e.g. `requires "nnspec-lion>=0.1"`')
