@@ -1,6 +1,7 @@
 """Expressions → values. A spec computes only with numbers, lists and names; nothing runs."""
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from nnspec import nodes as n
@@ -34,6 +35,14 @@ class Scope:
 
     def child(self, values: Mapping[str, Any] | None = None) -> "Scope":
         return Scope(values, self)
+
+
+# Pure arithmetic helpers usable in any expression, e.g. MobileNet's channel rounding:
+# `max(8, (c + 4) // 8 * 8)`. (name → function, (min args, max args))
+FUNCTIONS = {
+    "min": (min, (2, 64)), "max": (max, (2, 64)), "abs": (abs, (1, 1)),
+    "round": (round, (1, 1)), "floor": (math.floor, (1, 1)), "ceil": (math.ceil, (1, 1)),
+}
 
 
 def _fail(code: str, message: str, node, hint: str | None = None) -> NnspecError:
@@ -84,6 +93,13 @@ def evaluate(expr: n.Expr, scope: Scope) -> Any:
         if isinstance(result, float) and result != result or result in (float("inf"), float("-inf")):
             raise _fail("E602", "number out of range", expr)
         return _check_size(result, expr)
+    if isinstance(expr, n.Call) and expr.name in FUNCTIONS and not any(a.name for a in expr.args):
+        values = [_number(evaluate(a.value, scope), expr, scope, a.value) for a in expr.args]
+        fn, arity = FUNCTIONS[expr.name]
+        if not (arity[0] <= len(values) <= arity[1]):
+            raise _fail("E312", f"`{expr.name}` takes {arity[0]}" + (f" to {arity[1]}" if arity[1] != arity[0]
+                        else "") + f" arguments, got {len(values)}", expr)
+        return _check_size(fn(*values), expr)
     if isinstance(expr, n.Call):
         args = tuple(evaluate(a.value, scope) for a in expr.args if a.name is None)
         kwargs = tuple((a.name, evaluate(a.value, scope)) for a in expr.args if a.name is not None)

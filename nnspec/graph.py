@@ -178,6 +178,10 @@ class GraphChecker:
     # --- nodes ------------------------------------------------------------------------------
 
     def _node(self, node: n.Node, env: _Env, flow: int, label: str | None) -> int:
+        if isinstance(node, n.Chain):            # `(a -> b)`: a group, e.g. to repeat a chain
+            name = label or env.child_name("group")
+            scope, sub = self._sub("group", name, env, flow, node.span)
+            return self._attach(scope, sub, self._chain(node, sub, 0, None), env, flow, "group", node.span)
         if isinstance(node, n.Repeat):
             return self._repeat(node, env, flow, label)
         if isinstance(node, n.Residual):
@@ -383,11 +387,13 @@ class GraphChecker:
             self.diags.error("E202", f"`{count.name}` is not defined", node.count.span,
                              did_you_mean(count.name, env.names.names()))
             return env.new_slot(None, "repeat", node.span)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            self.diags.error("E311", "a repeat count must be a positive integer", node.count.span,
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            self.diags.error("E311", "a repeat count must be an integer ≥ 0", node.count.span,
                              f"got {count!r}")
             return env.new_slot(None, "repeat", node.span)
-        base = getattr(node.node, "name", "repeat")
+        if count == 0:                           # `block(...) * (n - 1)` with n = 1: nothing
+            return flow
+        base = getattr(node.node, "name", "group")
         name = label or env.child_name(base)
         scope, sub = self._sub("repeat", name, env, flow, node.span)
         inner = 0

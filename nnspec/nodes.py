@@ -122,7 +122,7 @@ class Parallel:
     span: Span
 
 
-Node = Union[Call, Ref, Repeat, Residual, Parallel]
+Node = Union[Call, Ref, Repeat, Residual, Parallel, "Chain"]   # a Chain in parentheses groups nodes
 
 
 @dataclass(frozen=True, slots=True)

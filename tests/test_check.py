@@ -130,3 +130,27 @@ def test_load_raises_with_every_error():
         load(SPECS / "invalid" / "ten_mistakes.nn")
     assert len(info.value.errors) == 10
     assert "ten_mistakes.nn:4:35: error[E201]" in str(info.value)
+
+
+def test_grouped_chains_repeat_and_zero_repeats_are_nothing():
+    text = """
+const c = max(8, (30 + 4) // 8 * 8)
+block stage(n) { linear(c) -> relu -> (linear(c) -> relu) * (n - 1) }
+model m {
+    input [4]
+    (linear(4) -> tanh) * 3
+    stage(1) -> stage(3)
+}
+"""
+    model = check_source(text).spec.model
+    kinds = [l.kind for l in model.root.layers()]
+    assert kinds == ["linear", "tanh"] * 3 + ["linear", "relu"] + ["linear", "relu"] * 3
+    assert model.output.shape == (32,)
+
+
+def test_expression_functions():
+    result = check_source("const a = min(3, 7) + max(1, 2) + abs(-4) + floor(2.5) + ceil(2.5) + round(2.4)\n"
+                          "model m {\n    input [a]\n    relu\n}")
+    assert result.ok and result.spec.model.input.shape == (3 + 2 + 4 + 2 + 3 + 2,)
+    bad = check_source("const a = min(3)")
+    assert [d.code for d in bad.diagnostics] == ["E312"]
