@@ -63,8 +63,30 @@ def lark_parser() -> lark.Lark:
         tables = None
     if tables is None or tables.get("key") != _tables_key(grammar):
         tables = json.loads(json.dumps(build_tables(grammar)), object_hook=_int_keys)
-    return lark.Lark._load_from_dict(tables["data"], tables["memo"],
+    return lark.Lark._load_from_dict(tables["data"], tables["memo"], postlex=_Newlines(),
                                      lexer_callbacks={"COMMENT": _on_comment, "_NL": _on_newline})
+
+
+class _Newlines:
+    """Drops statement-ending newlines where a statement cannot end.
+
+    LALR states are shared between contexts, so the contextual lexer may offer _NL inside
+    brackets (after a number, a string or `)`); a newline inside () or [] is always whitespace."""
+
+    always_accept = ()      # the contextual lexer offers _NL only where the parser state may take it
+    _OPEN = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
+
+    def process(self, stream):
+        stack: list[str] = []            # open brackets; a `{` body inside `( )` has statements again
+        for tok in stream:
+            if tok.type == "_NL":
+                if stack and stack[-1] != "LBRACE":
+                    continue
+            elif tok.type in self._OPEN:
+                stack.append(tok.type)
+            elif stack and tok.type == self._OPEN[stack[-1]]:
+                stack.pop()
+            yield tok
 
 
 class _CommentSink(threading.local):
@@ -302,7 +324,7 @@ _TOKEN_NAMES = {
     "_NL": "end of line", "$END": "end of file", "NAME": "a name", "NUMBER": "a number", "STRING": "a string",
     "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "LBRACE": "`{`", "RBRACE": "`}`",
     "COMMA": "`,`", "EQUAL": "`=`", "STAR": "`*`", "PLUS": "`+`", "MINUS": "`-`", "SLASH": "`/`",
-    "PERCENT": "`%`", "__ANON_0": "`->`", "__ANON_1": "`//`",
+    "PERCENT": "`%`", "_ARROW": "`->`", "_FLOORDIV": "`//`",
 }
 
 

@@ -97,3 +97,9 @@ def test_size_and_binary_limits():
 def test_many_blank_lines_before_a_continuation_are_linear():
     text = "model m {\n relu" + "\n" * 200_000 + " -> relu\n}"
     assert len(parse(text, "t.nn").items[0].body[0].nodes) == 2
+
+
+@pytest.mark.parametrize("text", ["loss f(1\n)", "const a = [1\n]", "const a = (1\n+ 2)", 'loss f("x"\n, 2)',
+                                  "model m {\n input [3,\n 4]\n (relu\n) -> (residual {\n relu\n relu\n})\n}"])
+def test_newlines_inside_brackets_are_whitespace(text):
+    parse(text, "t.nn")
