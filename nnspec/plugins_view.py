@@ -20,17 +20,18 @@ def show_plugins(kind: str | None, check: bool = False) -> int:
         for c in components:
             rows.append((c.name, k, c.distribution, c.version, c.summary))
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     console = Console()
     table = Table(show_lines=False)
     for col in ("name", "kind", "distribution", "version", "summary"):
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(str(cell)) for cell in row))     # summaries are text, not markup
     console.print(table)
     status = 0
     for err in failures:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {escape(str(err))}")
         status = 1
     if check:
         status = max(status, _check_all(catalog, [kind] if kind else list(KINDS), console))
@@ -38,6 +39,8 @@ def show_plugins(kind: str | None, check: bool = False) -> int:
 
 
 def _check_all(catalog: Catalog, kinds: list[str], console) -> int:
+    from rich.markup import escape
+
     """Import each implementation and check it is callable (plugin authors run this in CI)."""
     bad = 0
     for k in kinds:
@@ -51,7 +54,8 @@ def _check_all(catalog: Catalog, kinds: list[str], console) -> int:
                     raise TypeError("a layer must declare a shape rule or opt in to meta_shapes")
             except Exception as err:  # report every broken plugin, keep going
                 bad += 1
-                console.print(f"[red]✗[/] {k}/{c.name} ({c.distribution} {c.version}): {type(err).__name__}: {err}")
+                console.print("[red]✗[/] " + escape(f"{k}/{c.name} ({c.distribution} {c.version}): "
+                                                    f"{type(err).__name__}: {err}"))
     if not bad:
         console.print("[green]all implementations import and match their declarations[/]")
     return 1 if bad else 0

@@ -1,0 +1,8 @@
+"""Run against the installed distribution (`pip install plugins/nnspec-lion`); from a bare
+checkout, fall back to the source tree so `pytest plugins/nnspec-lion/tests` works anyway."""
+import importlib.util
+import sys
+from pathlib import Path
+
+if importlib.util.find_spec("nnspec_lion") is None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
