@@ -141,7 +141,7 @@ def cmd_train(args) -> int:
     from nnspec.api import train
     progress = None if not args.quiet else False
     try:
-        train(spec, out_dir=args.out, progress=progress, **({"resume": args.resume} if args.resume else {}))
+        train(spec, out_dir=args.out, progress=progress)
     except NnspecError as err:
         _print_diagnostics(err.diagnostics, {**spec.sources, **err.sources}, "text", out=sys.stderr)
         return EXIT_INVALID
@@ -188,7 +188,6 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("spec", metavar="SPEC")
     add_set(q)
     q.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>)")
-    q.add_argument("--resume", nargs="?", const="last", metavar="PATH", help="continue from a checkpoint")
     q.add_argument("--quiet", action="store_true", help="no progress output")
     q.set_defaults(fn=cmd_train)
 

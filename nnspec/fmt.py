@@ -210,7 +210,7 @@ class _Formatter:
         out: list[str] = []
         prev = None
         for item in self.module.items:
-            if prev is not None and not (type(item) is type(prev) and isinstance(item, (n.Import, n.Const))):
+            if prev is not None and not _together(prev, item):
                 _blank(out)
             self._put_stmt(out, item, 0)
             prev = item
@@ -396,3 +396,11 @@ def _join(*parts: list[str]) -> list[str]:
 def _blank(out: list[str]) -> None:
     if out and out[-1] != "":
         out.append("")
+
+
+def _together(prev, item) -> bool:
+    """Consecutive imports, consts, and one-line sections (`loss ...`, `metrics ...`) stay together;
+    blank lines the user wrote between them are kept by the comment/blank-line pass."""
+    if type(item) is type(prev) and isinstance(item, (n.Import, n.Const)):
+        return True
+    return isinstance(prev, n.Setting) and isinstance(item, n.Setting) and prev.body is None and item.body is None

@@ -135,7 +135,7 @@ def test_blank_lines():
     src = ('import "a.nn"\nimport "b.nn"\n\n\nimport "c.nn"\nconst a = 1\nconst b = 2\nloss mse\nmetrics mae\n'
            "train {\n\n\n    epochs 1\n\n\n\n    seed 0\n    lr 1\n\n}\n")
     assert check(src) == ('import "a.nn"\nimport "b.nn"\n\nimport "c.nn"\n\nconst a = 1\nconst b = 2\n\n'
-                          "loss mse\n\nmetrics mae\n\ntrain {\n    epochs 1\n\n    seed 0\n    lr 1\n}\n")
+                          "loss mse\nmetrics mae\n\ntrain {\n    epochs 1\n\n    seed 0\n    lr 1\n}\n")
 
 
 # --- comments -------------------------------------------------------------------------------
