@@ -255,6 +255,7 @@ class _Checker:
         train = sc.train(sections.get("train"))
         requires = sc.requires(sections["requires"]) if "requires" in sections else ()
         self._check_monitor(train, metrics)
+        self._check_capabilities(optimizer, train)
         if model is not None and optimizer is not None:
             self._check_groups(optimizer, model)
         if model is not None:
@@ -293,6 +294,20 @@ class _Checker:
             if name not in known and not any(name.startswith(k) for k in known[2:]):
                 self.diags.error("E512", f"cannot monitor `{name}`: no such metric", span,
                                  did_you_mean(name, known) or "monitor one of: " + ", ".join(known))
+
+    def _check_capabilities(self, optimizer, train) -> None:
+        """Combinations an optimizer's capability flags rule out, known before anything runs."""
+        from nnspec.registry import CREATE_GRAPH
+        if optimizer is None or CREATE_GRAPH not in optimizer.optimizer.component.flags:
+            return
+        name = optimizer.optimizer.name
+        if train.compile:
+            self.diags.error("E531", f"`{name}` needs second derivatives (backward with create_graph), "
+                             "which torch.compile does not support", optimizer.optimizer.span,
+                             "remove `compile true` from the train section")
+        if train.precision == "fp16":
+            self.diags.error("E531", f"`{name}` needs second derivatives, which fp16 loss scaling would scale",
+                             optimizer.optimizer.span, "use `precision bf16` or fp32")
 
     def _check_groups(self, optimizer, model) -> None:
         names = {"bias", "norm", "weights"}

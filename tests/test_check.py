@@ -154,3 +154,15 @@ def test_expression_functions():
     assert result.ok and result.spec.model.input.shape == (3 + 2 + 4 + 2 + 3 + 2,)
     bad = check_source("const a = min(3)")
     assert [d.code for d in bad.diagnostics] == ["E312"]
+
+
+def test_capability_flags_rule_out_compile_and_fp16_for_second_order_optimizers():
+    from nnspec.registry import CREATE_GRAPH, Catalog, Component
+    from nnspec.types import Float, Param
+    hess = Component("hess", "optimizers", params=(Param("lr", Float(min=0, min_open=True), 0.1),),
+                     flags=frozenset({CREATE_GRAPH}))
+    catalog = Catalog.default().with_components([hess])
+    text = "model m {\n    input [2]\n    relu\n}\noptimizer hess\ntrain { compile true; precision fp16 }"
+    result = check_source(text, catalog=catalog)
+    assert [(d.code, d.span.line) for d in result.diagnostics] == [("E531", 5), ("E531", 5)]
+    assert check_source(text.replace("compile true; precision fp16", "precision bf16"), catalog=catalog).ok
