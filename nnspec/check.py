@@ -336,7 +336,10 @@ def _graph_names(stmts, local: set[str]):
 
 
 def _node_names(node, local):
-    if isinstance(node, n.Repeat):
+    if isinstance(node, n.Chain):
+        for inner in node.nodes:
+            yield from _node_names(inner, local)
+    elif isinstance(node, n.Repeat):
         yield from _node_names(node.node, local)
     elif isinstance(node, n.Residual):
         yield from _graph_names(node.body, local)
