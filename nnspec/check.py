@@ -139,7 +139,13 @@ class _Checker:
             if "://" in raw or raw.startswith("\\\\"):
                 self.diags.error("E701", "imports take relative file paths, not URLs", item.span)
                 continue
-            target = (base / raw).resolve()
+            try:
+                target = (base / raw).resolve()
+                exists = target.is_file()
+            except (OSError, ValueError) as err:      # a name too long, a loop of links, ...
+                self.diags.error("E704", f"cannot import `{raw[:80]}`: {getattr(err, 'strerror', None) or err}",
+                                 item.span)
+                continue
             if not self.allow_outside and not target.is_relative_to(self.root):
                 self.diags.error("E702", f"`{raw}` is outside the spec's folder", item.span,
                                  "pass --allow-outside-imports to nnspec to allow it")
@@ -153,7 +159,7 @@ class _Checker:
             if len(self.loaded) >= LIMITS.max_imports:
                 self.diags.error("E604", f"more than {LIMITS.max_imports} imported files", item.span)
                 continue
-            if not target.is_file():
+            if not exists:
                 self.diags.error("E704", f"cannot import `{raw}`: no such file", item.span, f"looked for {target}")
                 continue
             self.loaded.add(target)
