@@ -388,3 +388,16 @@ def test_declarations_do_not_import_torch():
     code = ("import sys, nnspec.builtins.datasets, nnspec.builtins.augmentations; "
             "assert 'torch' not in sys.modules and 'numpy' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_synthetic_images_and_tokens_are_learnable_shapes_and_dtypes():
+    splits = load(config("images", shape=(3, 4, 4), classes=3, samples=60), shape=(3, 4, 4), num_outputs=3)
+    x, y = whole(splits.train)
+    assert x.shape[1:] == (3, 4, 4) and x.dtype == torch.float32 and set(y.tolist()) <= {0, 1, 2}
+    splits = load(config("tokens", vocab=50, length=7, classes=2, samples=60), shape=(7,), dtype="long",
+                  num_outputs=2)
+    x, y = whole(splits.train)
+    assert x.shape[1:] == (7,) and x.dtype == torch.int64 and int(x.max()) < 50 and int(x.min()) >= 0
+    again = load(config("tokens", vocab=50, length=7, classes=2, samples=60), shape=(7,), dtype="long",
+                 num_outputs=2)
+    assert torch.equal(whole(again.train)[0], x)            # seeded

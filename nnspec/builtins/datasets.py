@@ -123,6 +123,13 @@ pt = Component(
 
 _SAMPLES = Int(min=2, max=100_000_000)
 
+
+def _check_image_shape(args) -> None:
+    if len(args.shape) not in (2, 3):
+        raise ArgError("an image shape is [channels, height, width] or [height, width]")
+    if math.prod(args.shape) * args.samples > 2_000_000_000:
+        raise ArgError("that many images would not fit in memory", "reduce `samples` or the shape")
+
 blobs = Component(
     "blobs", "datasets",
     params=(Param("samples", _SAMPLES, 1000, doc="number of samples (2 ≤ samples ≤ 1e8)"),
@@ -149,4 +156,24 @@ regression = Component(
     summary="Targets a random linear function of Gaussian inputs plus noise, seeded by the run seed.",
     impl=IMPL + "regression")
 
-COMPONENTS = [digits, csv, npy, npz, pt, blobs, spirals, regression]
+images = Component(
+    "images", "datasets",
+    params=(Param("shape", Tuple(PositiveInt), (3, 32, 32), doc="image shape [channels, height, width]"),
+            Param("classes", Int(min=2), 10, doc="number of classes (≥ 2)"),
+            Param("samples", _SAMPLES, 512, doc="number of images"),
+            Param("noise", Float(min=0), 1.0, doc="standard deviation of the noise around each class pattern")),
+    summary="Synthetic images: a random pattern per class plus noise — for smoke tests and benchmarks of "
+            "image models.",
+    impl=IMPL + "images", check=_check_image_shape)
+
+tokens = Component(
+    "tokens", "datasets",
+    params=(Param("vocab", Int(min=2), 1000, doc="vocabulary size: token ids are 0 … vocab − 1"),
+            Param("length", PositiveInt, 32, doc="tokens per sequence"),
+            Param("classes", Int(min=2), 2, doc="number of classes (≥ 2)"),
+            Param("samples", _SAMPLES, 512, doc="number of sequences")),
+    summary="Synthetic token sequences (int64 ids) whose class shifts which tokens are frequent — for smoke "
+            "tests of embedding, recurrent and transformer models (`input [length] long`).",
+    impl=IMPL + "tokens")
+
+COMPONENTS = [digits, csv, npy, npz, pt, blobs, spirals, regression, images, tokens]

@@ -280,3 +280,22 @@ def regression(args, ctx: DataContext) -> dict[str, Arrays]:
     bias = rng.standard_normal(args.targets)
     y = x @ weight + bias + args.noise * rng.standard_normal((args.samples, args.targets))
     return {POOL: Arrays(x.astype(np.float32), y.astype(np.float32), "regression")}
+
+
+def images(args, ctx: DataContext) -> dict[str, Arrays]:
+    rng = ctx.rng("images")
+    patterns = rng.standard_normal((args.classes, *args.shape))
+    y = _balanced_labels(rng, args.samples, args.classes)
+    x = patterns[y] + args.noise * rng.standard_normal((args.samples, *args.shape))
+    return {POOL: Arrays(x.astype(np.float32), y, "images")}
+
+
+def tokens(args, ctx: DataContext) -> dict[str, Arrays]:
+    rng = ctx.rng("tokens")
+    y = _balanced_labels(rng, args.samples, args.classes)
+    # each class draws half its tokens from its own slice of the vocabulary, the rest uniformly
+    width = max(1, args.vocab // args.classes)
+    own = (y[:, None] * width + rng.integers(0, width, size=(args.samples, args.length))) % args.vocab
+    anywhere = rng.integers(0, args.vocab, size=(args.samples, args.length))
+    x = np.where(rng.random((args.samples, args.length)) < 0.5, own, anywhere).astype(np.int64)
+    return {POOL: Arrays(x, y, "tokens")}
