@@ -1,0 +1,48 @@
+"""The Python API: `nnspec.load`, `nnspec.build`, `nnspec.train`.
+
+    import nnspec
+    result = nnspec.train("specs/digits_mlp.nn", overrides={"train.epochs": 5}, progress=False)
+    built = nnspec.build("specs/digits_mlp.nn")     # model, optimizer, scheduler, loss, metrics
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from nnspec.check import load as _load
+from nnspec.config import Spec
+
+
+def load(path: str | os.PathLike, overrides: Sequence[str] | dict | None = None) -> Spec:
+    """Parse and check a spec; raises NnspecError listing every problem."""
+    return _load(path, overrides)
+
+
+def _spec(spec_or_path: Spec | str | os.PathLike, overrides) -> Spec:
+    if isinstance(spec_or_path, Spec):
+        if overrides:
+            raise ValueError("overrides apply to a spec file: pass its path, or load it with "
+                             "nnspec.load(path, overrides)")
+        return spec_or_path
+    return _load(spec_or_path, overrides)
+
+
+def build(spec: Spec | str | os.PathLike, *, overrides: Sequence[str] | dict | None = None):
+    """The torch objects of a spec (`Built`: .model, .optimizer, .scheduler, .loss, .metrics,
+    .data, .device), seeded exactly as training would start. Missing sections give None."""
+    from nnspec.runtime.assemble import assemble, spec_errors
+    checked = _spec(spec, overrides)
+    with spec_errors(checked):
+        return assemble(checked)
+
+
+def train(spec_or_path: Spec | str | os.PathLike, *, overrides: Sequence[str] | dict | None = None,
+          out_dir: str | os.PathLike | bool | None = None, progress=None):
+    """Train a spec and return a `Result` (.history, .model, .test_metrics, .out_dir, .best).
+
+    out_dir: the run folder (default runs/<spec-stem>-<YYYYmmdd-HHMMSS>; False writes nothing).
+    progress: None picks rich on a terminal and plain lines otherwise; False prints nothing."""
+    from nnspec.runtime.trainer import train as _train
+    return _train(_spec(spec_or_path, overrides), out_dir=Path(out_dir) if isinstance(out_dir, (str, os.PathLike))
+                  else out_dir, progress=progress)

@@ -1,0 +1,211 @@
+"""The run folder: everything needed to understand, reproduce or resume a run.
+
+    spec.nn               the spec text, with the overrides and imports listed in a header comment
+    versions.json         python, nnspec, torch, numpy and every distribution with nnspec entry points
+    metrics.jsonl / .csv  one row per epoch, written (and flushed) as the epoch ends
+    checkpoints/          periodic checkpoints (the newest `keep_last` kept), last.pt, best.pt
+    weights.safetensors   the final weights
+    summary.json          final train/val/test metrics, best monitored value, timings
+
+Checkpoints hold only tensors and plain containers, are written atomically (temp file in the
+same folder, flush, fsync, rename) and read back with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import uuid
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+SPEC_FILE = "spec.nn"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def default_run_dir(spec_path: str, root: str | os.PathLike = "runs") -> Path:
+    """`runs/<spec-stem>-<YYYYmmdd-HHMMSS>`, with -2, -3, … when that folder exists."""
+    stem = Path(spec_path).stem if spec_path and spec_path != "<string>" else "spec"
+    base = Path(root) / f"{stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def overrides_of(spec) -> list[str]:
+    """The `--set` overrides a spec was checked with (the checker keeps each as a pseudo-source)."""
+    return [name[len("--set "):] for name in spec.sources if name.startswith("--set ")]
+
+
+def resolved_spec_text(spec) -> str:
+    """The main spec file with a header comment listing overrides, imports and the digest."""
+    main = spec.sources.get(spec.path, "")
+    header = [f"# resolved by nnspec from {spec.path}", f"# digest: sha256 {spec.digest}"]
+    overrides = overrides_of(spec)
+    if overrides:
+        header.append("# overrides (applied on top of the text below):")
+        header += [f"#   --set {o}" for o in overrides]
+    imports = [p for p in spec.sources if p != spec.path and not p.startswith("--set ")]
+    if imports:
+        header.append("# imported files (their text is in every checkpoint):")
+        header += [f"#   {p}" for p in imports]
+    return "\n".join(header) + "\n\n" + main + ("" if main.endswith("\n") else "\n")
+
+
+def versions() -> dict[str, Any]:
+    """Versions that matter for reproducing a run."""
+    out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("nnspec", "torch", "numpy", "safetensors"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    out["cuda"] = torch.version.cuda
+    plugins: dict[str, str] = {}
+    for dist in metadata.distributions():
+        if any(ep.group.startswith("nnspec.") for ep in dist.entry_points):
+            plugins[dist.metadata["Name"]] = dist.version
+    out["plugins"] = dict(sorted(plugins.items()))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able: NaN/inf become None (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(_plain(data), indent=2) + "\n").encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "xb") as f:      # normal permissions (umask), unlike mkstemp's 0600
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
+    """torch.save of tensors and plain containers, atomically."""
+    _atomic(path, lambda f: torch.save(dict(state), f))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Read a checkpoint safely: tensors and plain containers only, never code."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+class RunDir:
+    """One run's folder. Metric files are kept open and flushed per row (no fsync: a lost last
+    line after a crash is acceptable; checkpoints are the durable state)."""
+
+    def __init__(self, path: str | os.PathLike, spec):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = self.path / "checkpoints"
+        self.checkpoints.mkdir(exist_ok=True)
+        (self.path / SPEC_FILE).write_text(resolved_spec_text(spec), encoding="utf-8")
+        write_json(self.path / "versions.json", versions())
+        self._jsonl = open(self.path / "metrics.jsonl", "w", encoding="utf-8")
+        self._csv_file = open(self.path / "metrics.csv", "w", encoding="utf-8", newline="")
+        self._csv: csv.DictWriter | None = None
+        self._periodic: list[Path] = []
+
+    def log_row(self, row: Mapping[str, Any]) -> None:
+        self._jsonl.write(json.dumps(_plain(dict(row))) + "\n")
+        self._jsonl.flush()
+        if self._csv is None:
+            self._csv = csv.DictWriter(self._csv_file, fieldnames=list(row), extrasaction="ignore", restval="")
+            self._csv.writeheader()
+        self._csv.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+        self._csv_file.flush()
+
+    def save_periodic(self, state: Mapping[str, Any], epoch: int, step: int, keep_last: int) -> Path:
+        """A numbered checkpoint plus `last.pt`; only the newest `keep_last` numbered ones stay."""
+        path = self.checkpoints / f"epoch{epoch:04d}-step{step:08d}.pt"
+        save_checkpoint(path, state)
+        self._link_last(path)
+        self._periodic = [p for p in self._periodic if p != path] + [path]
+        while len(self._periodic) > keep_last:
+            old = self._periodic.pop(0)
+            try:
+                old.unlink()
+            except FileNotFoundError:
+                pass
+        return path
+
+    def save_last(self, state: Mapping[str, Any]) -> Path:
+        path = self.checkpoints / "last.pt"
+        save_checkpoint(path, state)
+        return path
+
+    def save_best(self, state: Mapping[str, Any]) -> Path:
+        path = self.checkpoints / "best.pt"
+        save_checkpoint(path, state)
+        return path
+
+    def _link_last(self, source: Path) -> None:
+        """`last.pt` as a hard link to the newest numbered checkpoint (a copy where links fail)."""
+        last = self.checkpoints / "last.pt"
+        tmp = self.checkpoints / ".last.pt.tmp"
+        try:
+            if tmp.exists():
+                tmp.unlink()
+            os.link(source, tmp)
+            os.replace(tmp, last)
+        except OSError:
+            atomic_write_bytes(last, source.read_bytes())
+
+    def save_weights(self, model: torch.nn.Module, metadata: Mapping[str, str] | None = None) -> Path:
+        """Final weights as safetensors; tensors shared between modules are stored once."""
+        from safetensors.torch import save_model
+        path = self.path / WEIGHTS_FILE
+        tmp = self.path / f".{WEIGHTS_FILE}.tmp"
+        save_model(model, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        os.replace(tmp, path)
+        return path
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        write_json(self.path / "summary.json", summary)
+
+    def close(self) -> None:
+        for f in (self._jsonl, self._csv_file):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike, device: Any = "cpu") -> torch.nn.Module:
+    """Load `weights.safetensors` into a model built from the same spec (strict)."""
+    from safetensors.torch import load_model
+    load_model(model, str(path), strict=True, device=str(device))
+    return model

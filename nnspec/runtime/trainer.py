@@ -1,0 +1,476 @@
+"""The training loop. It reads top to bottom: set up → epochs (steps, log points, epoch end) →
+test → outputs.
+
+The step never waits for the device. Each micro-batch's loss is kept as a detached device
+tensor in `window`, and the window is read (one sync) only at log points: every `log_every`
+optimizer steps (auto: a tenth of an epoch, at least 10 steps) and at the end of each epoch.
+Metrics accumulate on the device. Training metrics are only computed when something monitors
+one (`train_accuracy`): updating them costs a few kernels per step.
+
+Non-finite losses (`on_nan`):
+  stop  checked at log points only. When it fires, the steps between the first bad loss and the
+        log point have already run (their updates are garbage, but the run stops anyway); the
+        error still names the first bad step exactly, since the window keeps every step's loss.
+  skip  must know before each optimizer step, so it reads one flag per micro-batch: free on
+        CPU, where kernels run synchronously; one device sync per step on accelerators. A
+        skipped step still counts as a step (schedules and `train.steps` count iterations).
+        Only the loss is checked; with fp16 the GradScaler also skips steps with inf gradients.
+        With a closure optimizer (lbfgs) the loss is only known inside the step: skip acts as stop.
+
+Monitoring: `train.monitor` picks best.pt, `early_stop` its own metric; names are train_loss,
+val_loss, val_<metric key>, train_<metric key>. Without a validation split a val_* name falls
+back to its train_* twin. The test split is evaluated once, with the final weights.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnspec.config import Spec
+from nnspec.errors import error
+from nnspec.registry import CREATE_GRAPH, FULL_BATCH, NEEDS_CLOSURE
+from nnspec.runtime.assemble import Built, assemble, require_trainable, spec_errors
+from nnspec.runtime.batching import mix_seed
+from nnspec.runtime.outputs import RunDir, default_run_dir, overrides_of
+from nnspec.runtime.progress import Progress, make_progress
+
+_AUGMENT_TAG = 0xA06
+
+
+@dataclass
+class Result:
+    history: list[dict]                 # one row per epoch (what metrics.jsonl holds)
+    model: nn.Module                    # the final model (on the run's device)
+    test_metrics: dict                  # {"loss": ..., "accuracy": ...}; empty without a test split
+    out_dir: Path | None
+    best: float | None                  # best value of the monitored metric
+    summary: dict = field(default_factory=dict)
+    built: Built | None = None
+
+
+class _Best:
+    """The best value so far of one monitored metric, and epochs since it last improved."""
+
+    def __init__(self, name: str, mode: str, min_delta: float = 0.0):
+        self.name, self.mode, self.min_delta = name, mode, min_delta
+        self.value: float | None = None
+        self.epoch: int | None = None
+        self.wait = 0
+
+    def update(self, value: Any, epoch: int) -> bool:
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        if ok and (self.value is None or (value < self.value - self.min_delta if self.mode == "min"
+                                          else value > self.value + self.min_delta)):
+            self.value, self.epoch, self.wait = float(value), epoch, 0
+            return True
+        self.wait += 1
+        return False
+
+    def state(self) -> dict:
+        return {"name": self.name, "mode": self.mode, "value": self.value, "epoch": self.epoch, "wait": self.wait}
+
+
+def _evaluate(fwd, model: nn.Module, split, loss_fn, metrics, b: Built, batch_size: int) -> dict:
+    """Loss (averaged over samples) and metrics of one split, in eval mode; one sync at the end."""
+    model.eval()
+    for m in metrics:
+        m.reset()
+    total, count = None, 0
+    with torch.no_grad(), b.runtime.autocast():
+        for x, y in split.batches(batch_size, shuffle=False, device=b.device):
+            out = fwd(x)
+            part = loss_fn(out, y).detach().float() * x.shape[0]
+            total = part if total is None else total + part
+            count += x.shape[0]
+            for m in metrics:
+                m.update(out, y)
+    result = {"loss": total.item() / count if count else math.nan}
+    for m in metrics:
+        result.update(m.compute())
+    model.train()
+    return result
+
+
+def _preflight(b: Built) -> None:
+    """Run two training samples through the model, loss and metrics (eval mode, no grad: no state
+    changes), so a loss or metric that cannot take the model's output fails here, located in
+    the spec, instead of as a bare exception in the first step."""
+    spec = b.spec
+    x, y = next(iter(b.data.train.batches(2, shuffle=False, device=b.device)))
+    b.model.eval()
+    try:
+        with torch.no_grad(), b.runtime.autocast():
+            out = b.model(x)
+            try:
+                b.loss(out, y)
+            except (ValueError, RuntimeError) as err:
+                raise error("E907", f"loss `{spec.loss.name}` cannot take this model's output: {err}",
+                            spec.loss.span) from err
+            for use, m in zip(b.metric_uses, b.metrics.values()):
+                try:
+                    m.update(out, y)
+                except (ValueError, RuntimeError) as err:
+                    raise error("E907", f"metric `{use.name}` cannot take this model's output: {err}",
+                                use.span) from err
+                finally:
+                    m.reset()
+    finally:
+        b.model.train()
+
+
+def _rng_state(generator: torch.Generator | None) -> dict:
+    """Every random state, as tensors and plain values (loadable with weights_only=True)."""
+    version, internal, gauss = random.getstate()
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": {"version": version, "state": list(internal), "gauss": gauss},
+             "numpy": {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["augment"] = generator.get_state()
+    return state
+
+
+def train(spec: Spec, *, out_dir: str | Path | bool | None = None, progress: "bool | None | Progress" = None) -> Result:
+    """Train a checked spec. `out_dir`: the run folder (None: runs/<stem>-<time>; False: none).
+    Raises NnspecError (located in the spec) for missing sections, bad data, a diverging loss."""
+    with spec_errors(spec):
+        return _train(spec, out_dir, progress)
+
+
+def _train(spec: Spec, out_dir, progress) -> Result:
+    # ---- set up ---------------------------------------------------------------------------------
+    t_start = time.perf_counter()
+    require_trainable(spec)
+    cfg = spec.train
+    b = assemble(spec)
+    _preflight(b)
+    model, opt, sched, loss_fn, runtime = b.model, b.optimizer, b.scheduler, b.loss, b.runtime
+    data, device = b.data, b.device
+    fwd = torch.compile(model) if cfg.compile else model
+    params = [p for g in opt.param_groups for p in g["params"]]
+    groups = opt.param_groups
+    closure_opt = NEEDS_CLOSURE in b.flags
+    create_graph = CREATE_GRAPH in b.flags
+    full_batch = FULL_BATCH in b.flags
+    acc = cfg.accumulate
+    scaler = runtime.scaler()
+    autocast = runtime.autocast_dtype is not None
+    skip_nan = cfg.on_nan == "skip" and not closure_opt
+    per_epoch_lr = spec.schedule is not None and spec.schedule.interval == "epoch"
+    shown_group = next((i for i, g in enumerate(groups) if g.get("name") == "default"), 0)
+    augment = b.augment
+    generator = None
+    if augment is not None:
+        generator = torch.Generator(device=device if device.type == "cuda" else "cpu")
+        generator.manual_seed(mix_seed(cfg.seed, _AUGMENT_TAG))
+
+    # what is monitored; a val_* name falls back to train_* when there is no validation split
+    notes = []
+
+    def monitored(name: str) -> str:
+        if data.val is None and name.startswith("val_"):
+            if name != "val_loss" or cfg.early_stop is not None:      # not just the default
+                notes.append(f"no validation split: monitoring train_{name[4:]} instead of {name}")
+            return "train_" + name[4:]
+        return name
+
+    best = _Best(monitored(cfg.monitor), cfg.monitor_mode)
+    stopper = None
+    if cfg.early_stop is not None:
+        es = cfg.early_stop
+        stopper = _Best(monitored(es.monitor), es.mode, es.min_delta)
+    wanted = {best.name} | ({stopper.name} if stopper else set())
+    train_metrics = list(b.metrics.values()) if any(w.startswith("train_") and w != "train_loss"
+                                                     for w in wanted) else []
+    val_metrics = list(b.metrics.values())
+    aliases: dict[str, str] = {}     # `val_top_k` → `val_top5_accuracy`: names the checker accepts
+    for use, m in zip(b.metric_uses, val_metrics):
+        try:
+            first = next(iter(m.compute()), use.name)    # an empty metric still names its keys
+        except Exception:                                # a plugin metric that cannot compute empty
+            first = use.name
+        for prefix in ("train_", "val_"):
+            aliases[prefix + use.name] = prefix + first
+
+    ck = cfg.checkpoint
+    run = None
+    if out_dir is not False:
+        run = RunDir(out_dir if out_dir not in (None, True) else default_run_dir(spec.path), spec)
+    checkpointing = run is not None and (ck.every_epochs is not None or ck.every_steps is not None)
+    display = make_progress(progress)
+
+    steps_per_epoch, epochs = b.steps_per_epoch, b.epochs
+    max_steps = cfg.steps
+    log_every = cfg.log_every or max(10, math.ceil(steps_per_epoch / 10))
+    eval_batch = spec.data.eval_batch_size or spec.data.batch_size
+    split = data.train
+    drop_last = spec.data.drop_last and not full_batch
+    shuffle = spec.data.shuffle and not full_batch
+
+    def checkpoint_state(epoch: int, batch: int, step: int, history: list) -> dict:
+        return {"format": 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "schedule": sched.state_dict() if sched is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "epoch": epoch, "batch": batch, "step": step, "rng": _rng_state(generator),
+                "history": list(history), "best": best.state(),
+                "early_stop": stopper.state() if stopper else None, "nan_skips": nan_skips,
+                "partial_epoch": {"loss_total": loss_total, "loss_count": loss_count, "samples": samples}
+                if batch else None,
+                "norm": data.norm, "spec": {"path": spec.path, "digest": spec.digest, "sources": dict(spec.sources),
+                                            "overrides": overrides_of(spec)}}
+
+    def set_lr(at: int) -> None:
+        for g in groups:
+            g["lr"] = sched.lr(at, g["initial_lr"])
+
+    clipping = cfg.clip_grad_norm is not None or cfg.clip_grad_value is not None
+
+    def optimizer_step() -> None:
+        if scaler is not None:
+            if clipping:
+                scaler.unscale_(opt)
+                clip_grads()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            if clipping:
+                clip_grads()
+            opt.step()
+        for p in params:            # what zero_grad(set_to_none=True) does, without its profiler hooks
+            p.grad = None
+        if cfg.clip_weights is not None:
+            clip_weights()
+
+    def clip_grads() -> None:
+        if cfg.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+        if cfg.clip_grad_value is not None:
+            nn.utils.clip_grad_value_(params, cfg.clip_grad_value)
+
+    def clip_weights() -> None:
+        with torch.no_grad():
+            for p in params:
+                p.clamp_(-cfg.clip_weights, cfg.clip_weights)
+
+    def closure_for(x, y):
+        first = [True]
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            with runtime.autocast():
+                out = fwd(x)
+                loss = loss_fn(out, y)
+            if first[0] and train_metrics:
+                for m in train_metrics:
+                    m.update(out, y)
+            first[0] = False
+            loss.backward(create_graph=create_graph)
+            if clipping:
+                clip_grads()
+            return loss
+        return closure
+
+    # ---- the loop -------------------------------------------------------------------------------
+    history: list[dict] = []
+    step, nan_skips, stop_reason = 0, 0, "epochs"
+    total_samples, total_train_seconds, last_saved = 0, 0.0, -1
+    last_finite: float | None = None
+    info = (f"training {Path(spec.path).name} on {runtime.describe()}: {len(split):,} training samples, "
+            f"{steps_per_epoch} steps per epoch" + (f", run folder {run.path}" if run else ""))
+    display.start(epochs=epochs, steps_per_epoch=steps_per_epoch, info=info)
+    for note in dict.fromkeys(notes):
+        display.message(note)
+    t_setup = time.perf_counter() - t_start
+    t_loop = time.perf_counter()
+    try:
+        for epoch in range(epochs):
+            # ---- one epoch of optimizer steps ----
+            display.epoch_start(epoch + 1)
+            t_epoch = time.perf_counter()
+            for m in train_metrics:
+                m.reset()
+            window: list[torch.Tensor] = []         # micro-batch losses since the last log point
+            window_step = epoch_first_step = step    # optimizer step of window[0]
+            loss_total, loss_count, samples, micro, batch_no, bad_step = 0.0, 0, 0, 0, 0, False
+            if sched is not None and per_epoch_lr:
+                set_lr(step)
+
+            def flush() -> None:
+                """Read the window (one sync); stop on a non-finite loss unless skipping."""
+                nonlocal window, window_step, loss_total, loss_count, last_finite
+                if not window:
+                    return
+                values = torch.stack(window).tolist()
+                for i, v in enumerate(values):
+                    if math.isfinite(v):
+                        loss_total += v
+                        loss_count += 1
+                        last_finite = v
+                    elif not skip_nan:
+                        bad = window_step + i // acc
+                        before = "no finite loss before it" if last_finite is None else \
+                            f"the last finite loss was {last_finite:.6g}"
+                        raise error("E901", f"the loss became {v} at step {bad} (epoch {epoch + 1}); {before}; "
+                                            f"lr {groups[shown_group]['lr']:.3g}", spec.loss.span,
+                                    "lower the lr, add `clip_grad_norm 1.0`, check the data, or set "
+                                    "`on_nan skip` in train { }")
+                window, window_step = [], step
+
+            def after_step() -> bool:
+                """Bookkeeping after each optimizer step; True when `train.steps` is reached."""
+                nonlocal step
+                step += 1
+                if step % log_every == 0:
+                    flush()
+                    display.update(batch=step - epoch_first_step, loss=loss_total / max(loss_count, 1),
+                                   lr=groups[shown_group]["lr"],
+                                   samples_per_s=samples / max(time.perf_counter() - t_epoch, 1e-9))
+                if checkpointing and ck.every_steps and step % ck.every_steps == 0:
+                    flush()
+                    run.save_periodic(checkpoint_state(epoch, batch_no, step, history), epoch + 1, step,
+                                      ck.keep_last)
+                return max_steps is not None and step >= max_steps
+
+            batches = split.batches(b.batch_size, shuffle=shuffle, epoch=epoch, seed=cfg.seed, device=device,
+                                    drop_last=drop_last)
+            stop = False
+            for x, y in batches:
+                batch_no += 1
+                samples += x.shape[0]
+                if augment is not None:
+                    x = augment(x, generator)
+                if closure_opt:
+                    if sched is not None and not per_epoch_lr:
+                        set_lr(step)
+                    loss = opt.step(closure_for(x, y))
+                    if cfg.clip_weights is not None:
+                        clip_weights()
+                    window.append(loss.detach())
+                    if stop := after_step():
+                        break
+                    continue
+                if micro == 0 and sched is not None and not per_epoch_lr:
+                    set_lr(step)
+                if autocast:
+                    with runtime.autocast():
+                        out = fwd(x)
+                        loss = loss_fn(out, y)
+                else:
+                    out = fwd(x)
+                    loss = loss_fn(out, y)
+                if train_metrics:
+                    for m in train_metrics:
+                        m.update(out, y)
+                window.append(loss.detach())
+                if skip_nan and not bool(torch.isfinite(loss)):
+                    bad_step = True
+                else:
+                    scaled = loss / acc if acc > 1 else loss
+                    if scaler is not None:
+                        scaled = scaler.scale(scaled)
+                    scaled.backward(create_graph=create_graph)
+                micro += 1
+                if micro < acc:
+                    continue
+                micro = 0
+                if bad_step:
+                    opt.zero_grad(set_to_none=True)
+                    nan_skips += 1
+                    bad_step = False
+                else:
+                    optimizer_step()
+                if stop := after_step():
+                    break
+            if micro and not stop:            # leftover micro-batches of an accumulation
+                if bad_step:
+                    opt.zero_grad(set_to_none=True)
+                    nan_skips += 1
+                else:
+                    optimizer_step()
+                stop = after_step()
+            flush()
+            t_train = time.perf_counter() - t_epoch
+            total_samples += samples
+            total_train_seconds += t_train
+
+            # ---- epoch end: validation, row, display, checkpoints, early stopping ----
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "lr": groups[shown_group]["lr"],
+                                   "train_loss": loss_total / loss_count if loss_count else math.nan}
+            for m in train_metrics:
+                row.update({f"train_{k}": v for k, v in m.compute().items()})
+            if data.val is not None:
+                val = _evaluate(fwd, model, data.val, loss_fn, val_metrics, b, eval_batch)
+                row.update({f"val_{k}": v for k, v in val.items()})
+            if skip_nan:
+                row["nan_skips"] = nan_skips
+            row["train_seconds"] = t_train
+            row["samples_per_s"] = samples / t_train if t_train > 0 else math.nan
+            value = row.get(best.name, row.get(aliases.get(best.name, "")))
+            if sched is not None and hasattr(sched, "observe"):
+                sched.observe(value if value is not None else row["train_loss"])
+            improved = best.update(value, epoch + 1)
+            early = False
+            if stopper is not None:
+                stopper.update(row.get(stopper.name, row.get(aliases.get(stopper.name, ""))), epoch + 1)
+                early = stopper.wait >= cfg.early_stop.patience
+            row["seconds"] = time.perf_counter() - t_epoch
+            history.append(row)
+            if run is not None:
+                run.log_row(row)
+            display.epoch_end(row)
+            if checkpointing:
+                if ck.every_epochs and (epoch + 1) % ck.every_epochs == 0:
+                    run.save_periodic(checkpoint_state(epoch + 1, 0, step, history), epoch + 1, step, ck.keep_last)
+                    last_saved = step
+                if improved:
+                    run.save_best(checkpoint_state(epoch + 1, 0, step, history))
+            if stop:
+                stop_reason = "steps"
+                break
+            if early:
+                stop_reason = "early_stop"
+                display.message(f"early stop: {stopper.name} did not improve for {stopper.wait} epochs "
+                                f"(best {stopper.value:.6g} at epoch {stopper.epoch})")
+                break
+        t_loop = time.perf_counter() - t_loop
+
+        # ---- test and outputs ----------------------------------------------------------------------
+        t_test = time.perf_counter()
+        test = _evaluate(fwd, model, data.test, loss_fn, val_metrics, b, eval_batch) if data.test is not None else {}
+        t_test = time.perf_counter() - t_test
+        last = history[-1] if history else {}
+        summary = {
+            "train": {"loss": last.get("train_loss"),
+                      **{k[6:]: v for k, v in last.items() if k.startswith("train_") and k not in
+                         ("train_loss", "train_seconds")}},
+            "val": {k[4:]: v for k, v in last.items() if k.startswith("val_")},
+            "test": test,
+            "best": best.state(),
+            "epochs": len(history), "steps": step, "stopped": stop_reason, "nan_skips": nan_skips,
+            "device": str(device), "precision": runtime.precision, "spec": spec.path, "digest": spec.digest,
+            "seconds": {"setup": t_setup, "loop": t_loop, "test": t_test,
+                        "total": time.perf_counter() - t_start},
+            "samples_per_s": total_samples / total_train_seconds if total_train_seconds > 0 else None,
+        }
+        if run is not None:
+            if checkpointing and last_saved != step:
+                run.save_last(checkpoint_state(len(history), 0, step, history))
+            run.save_weights(model, {"nnspec_spec": Path(spec.path).name, "nnspec_digest": spec.digest})
+            run.write_summary(summary)
+        display.finish(summary)
+    finally:
+        display.close()
+        if run is not None:
+            run.close()
+    return Result(history, model, test, run.path if run else None, best.value, summary, b)
