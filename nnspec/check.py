@@ -319,6 +319,8 @@ class _Checker:
         names = {"bias", "norm", "weights"}
         for scope in model.root.scopes():
             names.update(scope.children)
+            if scope.block:
+                names.add(scope.block)          # a block's name selects every instance of it
         for group in optimizer.groups:
             for sel in group.selectors:
                 if any(ch in sel for ch in "*?[") or sel in names:

@@ -46,6 +46,9 @@ class ClassLoss(nn.Module):
         self.register_buffer("weight", _buffer(weight))
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
+        if self.weight is None and output.dim() == 2 and target.dim() == 1 and target.dtype == torch.int64 \
+                and target.shape[0] == output.shape[0]:
+            return self.fn(output, target, **self.options)         # the common case, without reshapes
         if output.dim() < 1:
             raise ValueError(f"{self.name}: the model output must end in a classes dimension")
         classes = output.shape[-1]
