@@ -148,6 +148,39 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
+def cmd_eval(args) -> int:
+    spec, code = _load_or_report(args.spec, args.set, args)
+    if spec is None:
+        return code
+    from nnspec.runtime.inference import evaluate
+    try:
+        result = evaluate(spec, args.weights, args.split)
+    except NnspecError as err:
+        _print_diagnostics(err.diagnostics, {**spec.sources, **err.sources}, "text", out=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps({f"{args.split}_{k}": v for k, v in result.items()}, indent=2))
+    else:
+        for key, value in result.items():
+            shown = f"{value:.4f}" if isinstance(value, float) else json.dumps(value)
+            print(f"{args.split}_{key}: {shown}")
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    spec, code = _load_or_report(args.spec, args.set, args)
+    if spec is None:
+        return code
+    from nnspec.runtime.inference import predict
+    try:
+        dest = predict(spec, args.weights, args.input, args.output)
+    except NnspecError as err:
+        _print_diagnostics(err.diagnostics, {**spec.sources, **err.sources}, "text", out=sys.stderr)
+        return EXIT_INVALID
+    print(f"wrote {dest}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_plugins(args) -> int:
     from nnspec.plugins_view import show_plugins
     return show_plugins(args.kind, check=args.check)
@@ -190,6 +223,22 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>)")
     q.add_argument("--quiet", action="store_true", help="no progress output")
     q.set_defaults(fn=cmd_train)
+
+    q = sub.add_parser("eval", help="loss and metrics of trained weights on a split (default: test)")
+    q.add_argument("spec", metavar="SPEC")
+    q.add_argument("--weights", required=True, metavar="PATH", help="a run folder or its weights.safetensors")
+    q.add_argument("--split", choices=["train", "val", "test"], default="test")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    add_set(q)
+    q.set_defaults(fn=cmd_eval)
+
+    q = sub.add_parser("predict", help="model outputs for new inputs (CSV with predictions, or NPY)")
+    q.add_argument("spec", metavar="SPEC")
+    q.add_argument("--weights", required=True, metavar="PATH", help="a run folder or its weights.safetensors")
+    q.add_argument("--input", required=True, metavar="FILE", help="inputs, one row per sample: .npy, .csv or .pt")
+    q.add_argument("--output", metavar="FILE", help="where to write (.csv or .npy; default INPUT.predictions.csv)")
+    add_set(q)
+    q.set_defaults(fn=cmd_predict)
 
     q = sub.add_parser("plugins", help="list installed components and the distributions providing them")
     q.add_argument("kind", nargs="?", help="layers, optimizers, schedules, losses, metrics, datasets, augmentations")
