@@ -1,0 +1,193 @@
+"""Resuming a run from its checkpoints, exactly.
+
+A checkpoint (see trainer.checkpoint_state) holds the model, optimizer, schedule, scaler, every
+RNG, the epoch and the number of batches already consumed in it, the partial-epoch loss sums,
+history and best/early-stop state. The batch order is a pure function of (seed, epoch), so a
+resumed run replays the rest of the epoch from `start_batch` and, on CPU, ends bitwise equal
+to an uninterrupted run.
+
+Which checkpoint: `--resume FILE` loads that file; `--resume RUN_FOLDER` (or `--out DIR
+--resume`) tries last.pt then the numbered checkpoints, newest first, and says so when it
+skips a truncated or corrupted one; bare `--resume` picks the newest runs/<stem>-<time>
+folder of the spec. best.pt is never resumed from: it is not the newest state.
+
+The spec must be unchanged (the checkpoint keeps every source text); a changed spec is refused
+with a unified diff unless `allow_changed` (e.g. more epochs or steps).
+"""
+from __future__ import annotations
+
+import difflib
+import random
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from nnspec.errors import Span, error
+from nnspec.runtime.outputs import load_checkpoint
+
+_NUMBERED = re.compile(r"^epoch(\d+)-step(\d+)\.pt$")
+_REQUIRED = ("model", "optimizer", "epoch", "batch", "step", "rng", "history", "spec")
+
+
+@dataclass
+class Resumed:
+    """A loaded checkpoint and where it came from."""
+    state: dict
+    path: Path          # the checkpoint file
+    run_dir: Path       # the run folder training continues in
+    skipped: list[str]  # "file: reason" for each unusable checkpoint passed over
+
+
+def _span(spec) -> Span:
+    return Span.unknown(spec.path)
+
+
+def read(path: Path) -> dict:
+    """Load one checkpoint; a ValueError naming the file says why it cannot be used."""
+    try:
+        state = load_checkpoint(path)
+    except Exception as err:        # truncated zip, random bytes, a pickle weights_only refuses
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: unreadable checkpoint ({type(err).__name__}: {first[:200]})") from err
+    if not isinstance(state, dict) or state.get("format") != 1:
+        raise ValueError(f"{path}: not an nnspec checkpoint (format 1)")
+    missing = [k for k in _REQUIRED if k not in state]
+    if missing:
+        raise ValueError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+def candidates(run_dir: Path) -> list[Path]:
+    """last.pt, then numbered checkpoints newest first (best.pt excluded)."""
+    folder = run_dir / "checkpoints"
+    numbered = []
+    for p in folder.glob("epoch*-step*.pt") if folder.is_dir() else ():
+        m = _NUMBERED.match(p.name)
+        if m:
+            numbered.append((int(m.group(2)), int(m.group(1)), p))
+    ordered = [p for _, _, p in sorted(numbered, reverse=True)]
+    last = folder / "last.pt"
+    return ([last] if last.exists() else []) + ordered
+
+
+def newest_run(spec_path: str, root: str | Path = "runs") -> Path | None:
+    """The newest runs/<stem>-<YYYYmmdd-HHMMSS>[-n] folder with a checkpoint."""
+    stem = Path(spec_path).stem if spec_path and spec_path != "<string>" else "spec"
+    pattern = re.compile(re.escape(stem) + r"-(\d{8}-\d{6})(?:-(\d+))?$")
+    found = []
+    for p in Path(root).glob(f"{stem}-*") if Path(root).is_dir() else ():
+        m = pattern.match(p.name)
+        if m and p.is_dir() and candidates(p):
+            found.append((m.group(1), int(m.group(2) or 1), p))
+    return max(found)[2] if found else None
+
+
+def locate(spec, target: str | Path | bool | None, out_dir: str | Path | None) -> Resumed:
+    """Resolve `--resume [PATH]` (True: bare) into a loaded checkpoint, falling back past bad ones."""
+    if target in (None, True, ""):
+        if out_dir not in (None, False, True):
+            run_dir = Path(out_dir)
+        else:
+            run_dir = newest_run(spec.path)
+            if run_dir is None:
+                raise error("E910", f"--resume: no run folder of `{Path(spec.path).stem}` with a checkpoint "
+                                    "under runs/", _span(spec), "pass the run folder or checkpoint: --resume PATH")
+    else:
+        run_dir = Path(target)
+    if run_dir.is_file():
+        try:
+            return Resumed(read(run_dir), run_dir, run_dir.parent.parent, [])
+        except ValueError as err:
+            raise error("E911", f"--resume: {err}", _span(spec),
+                        "resume from the run folder to fall back to an older checkpoint") from None
+    if not run_dir.is_dir():
+        raise error("E910", f"--resume: no such checkpoint or run folder: {run_dir}", _span(spec))
+    for tmp in (run_dir / "checkpoints").glob(".*.tmp"):      # partial writes of a killed run
+        tmp.unlink(missing_ok=True)
+    skipped = []
+    for path in candidates(run_dir):
+        try:
+            return Resumed(read(path), path, run_dir, skipped)
+        except ValueError as err:
+            skipped.append(str(err))
+    why = "".join(f"\n  {s}" for s in skipped) or " (no checkpoints)"
+    raise error("E911", f"--resume: no usable checkpoint in {run_dir / 'checkpoints'}{why}", _span(spec),
+                "checkpoints are written when `train { checkpoint(...) }` says so")
+
+
+def _normalized(sources: dict, main: str) -> dict[str, str]:
+    """Source texts keyed so the main file compares under one name however it was reached."""
+    return {("<spec>" if k == main else k): v for k, v in sources.items()}
+
+
+def spec_diff(saved: dict, spec) -> str:
+    """A unified diff of the checkpoint's sources against the spec's; empty when equal."""
+    old = _normalized(dict(saved.get("sources", {})), saved.get("path", ""))
+    new = _normalized(dict(spec.sources), spec.path)
+    lines: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        name = spec.path if key == "<spec>" else key
+        lines += difflib.unified_diff((a or "").splitlines(keepends=True), (b or "").splitlines(keepends=True),
+                                      f"{name} (checkpoint)", f"{name} (now)")
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def check_spec(resumed: Resumed, spec, allow_changed: bool, warn: Callable[[str], None]) -> None:
+    """Refuse a resume whose spec text (files and --set overrides) differs, unless allowed."""
+    diff = spec_diff(resumed.state["spec"], spec)
+    if not diff:
+        return
+    if allow_changed:
+        warn(f"resuming with a changed spec (--allow-changed-spec):\n{diff}")
+        return
+    raise error("E912", f"--resume: the spec differs from the one {resumed.path} was trained with:\n{diff}",
+                _span(spec), "resume with the same spec and --set values, or pass --allow-changed-spec "
+                             "for a safe change such as more epochs or steps")
+
+
+def set_rng_state(rng: dict, generator: torch.Generator | None) -> None:
+    """Put back every random stream saved by trainer._rng_state."""
+    py = rng["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    npy = rng["numpy"]
+    np.random.set_state((npy["name"], npy["key"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if generator is not None and "augment" in rng:
+        generator.set_state(rng["augment"])
+
+
+def restore(state: dict, *, model, optimizer, scheduler, scaler, generator, best, stopper) -> None:
+    """Load a checkpoint's training state into freshly assembled objects (RNG last: nothing
+    may draw random numbers between this and the first resumed step)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("schedule") is not None:
+        scheduler.load_state_dict(state["schedule"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    for tracker, saved in ((best, state.get("best")), (stopper, state.get("early_stop"))):
+        if tracker is not None and saved and saved.get("name") == tracker.name:
+            tracker.value, tracker.epoch, tracker.wait = saved["value"], saved["epoch"], saved["wait"]
+    set_rng_state(state["rng"], generator)
+
+
+def say(message: str) -> None:
+    print(f"nnspec: {message}", file=sys.stderr, flush=True)
+
+
+def partial(state: dict) -> dict[str, Any]:
+    """The partial-epoch sums of a mid-epoch checkpoint (zeros at an epoch boundary)."""
+    p = state.get("partial_epoch") or {}
+    return {"loss_total": float(p.get("loss_total", 0.0)), "loss_count": int(p.get("loss_count", 0)),
+            "samples": int(p.get("samples", 0)), "last_finite": p.get("last_finite")}

@@ -1,0 +1,278 @@
+"""Runs that survive faults: SIGKILL at random steps then --resume ends bitwise equal to an
+uninterrupted run; kills during checkpoint writes never leave an unloadable last.pt; corrupt
+and malicious checkpoints are refused and skipped; SIGTERM checkpoints and exits 3; a changed
+spec is refused with a diff; on_nan skip/stop.
+
+Test hook: NNSPEC_TEST_SLEEP_IN_SAVE=<seconds> sleeps between a checkpoint's fsync and its
+rename (runtime/outputs.py), which slows every step when checkpointing each step and widens
+the window in which a kill lands mid-write."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import nnspec
+from nnspec import cli
+from nnspec.errors import NnspecError
+from nnspec.runtime import outputs, resume
+from nnspec.runtime.signals import StopFlag
+
+pytestmark = pytest.mark.slow
+
+SPEC = """model tiny {
+    input [8]
+    linear(16) -> relu
+    dropout(0.3)
+    linear(3)
+}
+data blobs(samples = 200, features = 8, classes = 3) {
+    split(train = 0.8, val = 0.1, test = 0.1); batch 16; augment gaussian_noise(std = 0.1)
+}
+loss cross_entropy
+optimizer adam(lr = 1e-2)
+schedule cosine()
+train { epochs 3; seed 1; checkpoint(every_steps = 1, keep_last = 3) }
+"""
+STEPS = 30          # 160 training samples / 16, 3 epochs
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The spec and the weights of an uninterrupted run (in process)."""
+    root = tmp_path_factory.mktemp("resume")
+    spec = root / "tiny.nn"
+    spec.write_text(SPEC)
+    nnspec.train(spec, out_dir=root / "reference", progress=False)
+    return root, spec, load_file(root / "reference" / "weights.safetensors")
+
+
+def _start(spec: Path, out: Path, *extra: str, sleep: float = 0.03) -> subprocess.Popen:
+    env = {**os.environ, "NNSPEC_TEST_SLEEP_IN_SAVE": str(sleep)}
+    return subprocess.Popen([sys.executable, "-m", "nnspec", "train", str(spec), "--out", str(out), "--quiet",
+                             *extra], cwd=spec.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _newest_step(out: Path) -> int:
+    steps = [int(p.stem.split("-step")[1]) for p in (out / "checkpoints").glob("epoch*-step*.pt")]
+    return max(steps, default=0)
+
+
+def _wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 40) -> None:
+    end = time.monotonic() + timeout
+    while _newest_step(out) < step:
+        assert proc.poll() is None, f"run ended before step {step}: {proc.stderr.read()}"
+        assert time.monotonic() < end, f"no checkpoint of step {step}"
+        time.sleep(0.005)
+
+
+def _identical(out: Path, reference: dict) -> bool:
+    got = load_file(out / "weights.safetensors")
+    return got.keys() == reference.keys() and all(torch.equal(got[k], reference[k]) for k in reference)
+
+
+def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(setup):
+    root, spec, reference = setup
+    rng = random.Random(int(os.environ.get("NNSPEC_TEST_SEED", "1234")))
+    kill_steps = [rng.randrange(2, STEPS - 1) for _ in range(4)]
+    procs = []
+    for i, k in enumerate(kill_steps):
+        out = root / f"killed{i}"
+        procs.append((out, k, _start(spec, out)))
+    kills_in_save, pending, end = 0, list(procs), time.monotonic() + 40
+    delays = {id(p): rng.uniform(0, 0.04) for _, _, p in procs}    # often lands inside a checkpoint write
+    reached: dict[int, float] = {}
+    while pending:                                   # all runs at once: kill each at its step
+        assert time.monotonic() < end, "runs too slow"
+        for item in list(pending):
+            out, k, proc = item
+            assert proc.poll() is None, f"run ended before step {k}: {proc.stderr.read()}"
+            if _newest_step(out) >= k:
+                reached.setdefault(id(proc), time.monotonic())
+            if id(proc) in reached and time.monotonic() - reached[id(proc)] >= delays[id(proc)]:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                pending.remove(item)
+        time.sleep(0.002)
+    for out, k, proc in procs:
+        proc.stdout.close(), proc.stderr.close()
+        kills_in_save += bool(list((out / "checkpoints").glob(".*.tmp")))
+        assert resume.read(out / "checkpoints" / "last.pt")["step"] >= k      # always loadable
+    # resume three ways: --out DIR --resume, --resume DIR, --resume FILE
+    resumed = []
+    for i, (out, k, _) in enumerate(procs):
+        extra = ("--resume",) if i % 3 == 0 else ("--resume", str(out)) if i % 3 == 1 else \
+            ("--resume", str(out / "checkpoints" / "last.pt"))
+        resumed.append(_start(spec, out, *extra, sleep=0))
+    identical = 0
+    for (out, k, _), proc in zip(procs, resumed):
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "resuming from" in err
+        rows = (out / "metrics.jsonl").read_text().splitlines()
+        assert len(rows) == 3                                              # no duplicated rows
+        identical += _identical(out, reference)
+    print(f"\nSIGKILL trials at steps {kill_steps}: {identical}/{len(procs)} bitwise identical; "
+          f"{kills_in_save} killed during a checkpoint write")
+    assert identical == len(procs)
+
+
+def test_kills_during_checkpoint_writes_never_break_last(tmp_path):
+    """Fork a writer that saves checkpoints (numbered + last.pt link) in a loop with a sleep
+    between write and rename; SIGKILL it at random times; last.pt must always load."""
+    state = {"format": 1, "w": torch.randn(64, 64)}
+    rng = random.Random(7)
+    trials, mid_write = 20, 0
+    for trial in range(trials):
+        folder = tmp_path / f"t{trial}"
+        pid = os.fork()
+        if pid == 0:                                     # child: write forever
+            try:
+                outputs._SLEEP_BEFORE_REPLACE = "0.003"
+                run = object.__new__(outputs.RunDir)
+                run.checkpoints, run._periodic = folder, []
+                folder.mkdir()
+                step = 0
+                while True:
+                    step += 1
+                    run.save_periodic({**state, "step": step}, 1, step, 2)
+            finally:
+                os._exit(1)
+        time.sleep(rng.uniform(0.02, 0.15))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        mid_write += bool(list(folder.glob(".*.tmp")))
+        last = outputs.load_checkpoint(folder / "last.pt")
+        numbered = sorted(folder.glob("epoch*.pt"))
+        assert 1 <= len(numbered) <= 3 and last["step"] >= 1
+        assert all(outputs.load_checkpoint(p)["format"] == 1 for p in numbered)
+    print(f"\n{trials} kills during saves ({mid_write} with a temp file left mid-write): last.pt loaded every time")
+
+
+class _Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_corrupt_checkpoints_are_named_and_skipped(setup, capsys):
+    root, spec, reference = setup
+    out = root / "corrupt"
+    shutil.copytree(root / "reference", out)
+    ck = out / "checkpoints"
+    numbered = sorted(ck.glob("epoch*.pt"))             # steps 28, 29, 30; last.pt links to 30
+    good = numbered[-1].read_bytes()
+    marker = root / "pwned"
+    (ck / "last.pt").unlink()
+    (ck / "last.pt").write_bytes(good[: len(good) // 2])                           # truncated
+    numbered[-1].unlink()
+    numbered[-1].write_bytes(random.Random(0).randbytes(4096))                     # random bytes
+    numbered[-2].unlink()
+    torch.save({"format": 1, "model": _Evil(marker)}, numbered[-2])               # code in a pickle
+    for bad in (ck / "last.pt", numbered[-1], numbered[-2]):
+        with pytest.raises(ValueError, match=str(bad.name)):
+            resume.read(bad)
+    assert not marker.exists()                          # weights_only never ran the reduce
+    with pytest.raises(NnspecError, match="E911|unreadable") as info:
+        nnspec.train(spec, out_dir=out, resume=ck / "last.pt", progress=False)
+    assert "last.pt" in str(info.value)
+    # the folder falls back to step 28, says so, and still ends at the reference weights
+    nnspec.train(spec, out_dir=out, resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("skipping") == 3 and "epoch0003-step00000028.pt" in err
+    assert _identical(out, reference) and not marker.exists()
+
+
+def test_changed_spec_is_refused_with_a_diff_unless_allowed(setup, capsys):
+    root, spec, _ = setup
+    out = root / "changed"
+    shutil.copytree(root / "reference", out)
+    code = cli.main(["train", str(spec), "--out", str(out), "--resume", "--set", "train.epochs=4", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_INVALID and "E912" in err and "+++ --set train.epochs=4 (now)" in err
+    changed = spec.parent / "tiny4.nn"
+    changed.write_text(SPEC.replace("epochs 3", "epochs 4"))
+    with pytest.raises(NnspecError) as info:
+        nnspec.train(changed, out_dir=out, resume=True, progress=False)
+    assert "-train { epochs 3" in str(info.value) and "+train { epochs 4" in str(info.value)
+    result = nnspec.train(changed, out_dir=out, resume=True, allow_changed_spec=True, progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4] and result.summary["steps"] == 40
+
+
+def test_sigterm_checkpoints_exits_3_and_resume_completes(setup):
+    root, spec, reference = setup
+    out = root / "term"
+    proc = _start(spec, out)
+    _wait_for_step(out, 12, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert "stopped by SIGTERM after step" in err
+    command = next(line for line in err.splitlines() if line.startswith("resume with: "))
+    assert command.endswith(f"--resume {out}")
+    args = command[len("resume with: nnspec "):].split()
+    done = subprocess.run([sys.executable, "-m", "nnspec", *args, "--quiet"], cwd=spec.parent,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert _identical(out, reference)
+
+
+def test_second_sigint_raises_at_once():
+    with StopFlag() as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert flag.requested == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_on_nan_skip_counts_one_bad_batch(tmp_path, monkeypatch):
+    from nnspec.runtime import trainer
+    real = trainer.assemble
+    calls = [0]
+
+    def assemble(spec):
+        b = real(spec)
+        loss = b.loss
+
+        def poisoned(out, y):
+            value = loss(out, y)
+            if torch.is_grad_enabled():
+                calls[0] += 1
+                if calls[0] == 5:
+                    return value * float("nan")
+            return value
+        b.loss = poisoned
+        return b
+    monkeypatch.setattr(trainer, "assemble", assemble)
+    spec = tmp_path / "s.nn"
+    spec.write_text(SPEC.replace("every_steps = 1, keep_last = 3", "every_epochs = 1")
+                    .replace("seed 1;", "seed 1; on_nan skip;"))
+    result = nnspec.train(spec, out_dir=tmp_path / "run", progress=False)
+    assert result.summary["nan_skips"] == 1 and result.history[-1]["nan_skips"] == 1
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert all(torch.isfinite(t).all() for t in
+               outputs.load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["model"].values())
+
+
+def test_on_nan_stop_names_step_last_loss_and_lr(tmp_path):
+    spec = tmp_path / "s.nn"
+    spec.write_text(SPEC.replace("adam(lr = 1e-2)", "sgd(lr = 1e10)").replace("schedule cosine()\n", ""))
+    with pytest.raises(NnspecError) as info:
+        nnspec.train(spec, out_dir=tmp_path / "run", progress=False)
+    message = info.value.diagnostics[0].message
+    assert "at step" in message and "lr 1e+10" in message and ("last finite loss" in message
+                                                               or "no finite loss" in message)
+    assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()
