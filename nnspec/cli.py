@@ -12,6 +12,7 @@ from typing import Sequence
 from nnspec.errors import Diagnostic, NnspecError, render_text
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_STOPPED = 3        # SIGINT/SIGTERM: checkpoint written after the current step; --resume continues
 
 
 def _color(stream) -> bool:
@@ -138,13 +139,25 @@ def cmd_train(args) -> int:
     spec, code = _load_or_report(args.spec, args.set, args)
     if spec is None:
         return code
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:     # checked once here, then N workers
+        from nnspec.launch import launch, strip_nproc
+        return launch(args.nproc, strip_nproc(args.argv))
     from nnspec.api import train
+    from nnspec.runtime.signals import TrainingInterrupted
     progress = None if not args.quiet else False
     try:
-        train(spec, out_dir=args.out, progress=progress)
+        train(spec, out_dir=args.out, progress=progress, resume=args.resume,
+              allow_changed_spec=args.allow_changed_spec, _handle_signals=True)
     except NnspecError as err:
         _print_diagnostics(err.diagnostics, {**spec.sources, **err.sources}, "text", out=sys.stderr)
         return EXIT_INVALID
+    except TrainingInterrupted as stop:
+        print(f"nnspec: {stop}", file=sys.stderr)
+        if stop.run_dir is not None:
+            import shlex
+            again = ["nnspec", "train", args.spec, *(f"--set={s}" for s in args.set), "--resume", str(stop.run_dir)]
+            print(f"resume with: {shlex.join(again)}", file=sys.stderr)
+        return EXIT_STOPPED
     return EXIT_OK
 
 
@@ -222,6 +235,16 @@ def _parser() -> argparse.ArgumentParser:
     add_set(q)
     q.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>)")
     q.add_argument("--quiet", action="store_true", help="no progress output")
+    q.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel training in N local processes (global batch = N × batch); "
+                        "for several machines use torchrun (see README)")
+    q.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                   help="continue a run exactly: PATH is a checkpoint or run folder; alone, the --out folder "
+                        "or the newest runs/<spec>-* folder (a corrupt checkpoint falls back to an older one)")
+    q.add_argument("--allow-changed-spec", action="store_true",
+                   help="resume even though the spec or --set values changed (e.g. more epochs)")
+    q.epilog = ("exit codes: 0 done, 1 spec or training error, 2 usage, 3 stopped by SIGINT/SIGTERM after "
+                "writing a checkpoint (the message shows the command that resumes), 130 second Ctrl-C")
     q.set_defaults(fn=cmd_train)
 
     q = sub.add_parser("eval", help="loss and metrics of trained weights on a split (default: test)")
@@ -250,6 +273,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)     # what `--nproc` workers re-run
     try:
         return args.fn(args)
     except NnspecError as err:

@@ -17,6 +17,7 @@ from torch import nn
 from nnspec.config import Spec, Use
 from nnspec.errors import NnspecError, Span, error
 from nnspec.registry import CLASSIFICATION, FULL_BATCH, NEEDS_CLOSURE
+from nnspec.runtime import distributed
 from nnspec.runtime.device import Runtime, resolve
 
 
@@ -117,7 +118,7 @@ def assemble(spec: Spec, *, load_data: bool = True) -> Built:
         raise missing_section(spec, "model", "model name { input [4] ... }")
     cfg = spec.train
     seed_everything(cfg.seed)
-    runtime = resolve(cfg.device, cfg.precision, cfg.span)
+    runtime = resolve(distributed.device_for(cfg.device), cfg.precision, cfg.span)
     from nnspec.lower.graph import build_model
     model = build_model(spec.model).to(runtime.device)
     loss = spec.loss.component.load()(spec.loss.args).to(runtime.device) if spec.loss is not None else None
@@ -141,7 +142,8 @@ def assemble(spec: Spec, *, load_data: bool = True) -> Built:
     micro_batches = 1
     if data is not None:
         batch_size = len(data.train) if FULL_BATCH in flags else batch_size
-        micro_batches = data.train.num_batches(batch_size, spec.data.drop_last and FULL_BATCH not in flags)
+        micro_batches = distributed.num_batches(data.train, batch_size,      # per rank when distributed
+                                                spec.data.drop_last and FULL_BATCH not in flags)
     steps_per_epoch = max(1, math.ceil(micro_batches / cfg.accumulate))
     epochs = cfg.epochs
     if cfg.steps is not None:

@@ -23,6 +23,7 @@ class Runtime:
     precision: str                         # "fp32" | "bf16" | "fp16"
     autocast_dtype: torch.dtype | None     # None: plain fp32, no autocast
     use_scaler: bool                       # GradScaler (fp16 on CUDA)
+    note: str | None = None                # shown when the run starts (e.g. a precision fallback)
 
     def autocast(self):
         """A fresh autocast context (or a no-op one for fp32)."""
@@ -76,7 +77,9 @@ def pick_device(name: str, span: Span | None = None) -> torch.device:
 
 def resolve(device: str, precision: str, span: Span | None = None) -> Runtime:
     """The run's device and precision. bf16 on a CUDA card without bf16 support is an error;
-    fp16 gets a GradScaler on CUDA (on CPU/MPS it runs without loss scaling)."""
+    fp16 gets a GradScaler on CUDA; on MPS it runs without loss scaling; on CPU it falls back to
+    bf16 with a note (CPU fp16 kernels are slow and, unscaled, small gradients underflow; bf16
+    has fp32's range and needs no scaling)."""
     span = span or Span.unknown()
     dev = pick_device(device, span)
     if precision == "fp32":
@@ -86,4 +89,7 @@ def resolve(device: str, precision: str, span: Span | None = None) -> Runtime:
     if precision == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise error("E902", f"{torch.cuda.get_device_name(dev)} does not support bf16", span,
                     "use `precision fp16` (with loss scaling) or fp32")
+    if precision == "fp16" and dev.type == "cpu":
+        return Runtime(dev, "bf16", torch.bfloat16, False,
+                       "precision fp16 needs a CUDA device (loss scaling); on the CPU this run uses bf16 autocast")
     return Runtime(dev, precision, _DTYPES[precision], precision == "fp16" and dev.type == "cuda")

@@ -27,6 +27,9 @@ import torch
 
 SPEC_FILE = "spec.nn"
 WEIGHTS_FILE = "weights.safetensors"
+# test hook (tests/test_resume.py): seconds to sleep between the fsync of a temp file and its
+# rename, so a test can kill a run in the middle of a checkpoint write
+_SLEEP_BEFORE_REPLACE = os.environ.get("NNSPEC_TEST_SLEEP_IN_SAVE")
 
 
 def default_run_dir(spec_path: str, root: str | os.PathLike = "runs") -> Path:
@@ -104,13 +107,31 @@ def _atomic(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if _SLEEP_BEFORE_REPLACE:
+            import time
+            time.sleep(float(_SLEEP_BEFORE_REPLACE))
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable: fsync the folder holding it (not possible on every platform)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
@@ -127,7 +148,9 @@ class RunDir:
     """One run's folder. Metric files are kept open and flushed per row (no fsync: a lost last
     line after a crash is acceptable; checkpoints are the durable state)."""
 
-    def __init__(self, path: str | os.PathLike, spec):
+    def __init__(self, path: str | os.PathLike, spec, history: list[dict] | None = None):
+        """`history`: a resumed run's rows up to its checkpoint; the metric files are rewritten
+        with exactly these (dropping rows logged after that checkpoint) and continue from there."""
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoints = self.path / "checkpoints"
@@ -137,7 +160,10 @@ class RunDir:
         self._jsonl = open(self.path / "metrics.jsonl", "w", encoding="utf-8")
         self._csv_file = open(self.path / "metrics.csv", "w", encoding="utf-8", newline="")
         self._csv: csv.DictWriter | None = None
-        self._periodic: list[Path] = []
+        self._periodic: list[Path] = sorted(self.checkpoints.glob("epoch*-step*.pt"),
+                                            key=lambda p: p.name.split("-step")[-1])
+        for row in history or ():
+            self.log_row(row)
 
     def log_row(self, row: Mapping[str, Any]) -> None:
         self._jsonl.write(json.dumps(_plain(dict(row))) + "\n")
@@ -181,6 +207,7 @@ class RunDir:
                 tmp.unlink()
             os.link(source, tmp)
             os.replace(tmp, last)
+            _fsync_dir(self.checkpoints)
         except OSError:
             atomic_write_bytes(last, source.read_bytes())
 

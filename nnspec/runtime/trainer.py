@@ -37,6 +37,7 @@ from torch import nn
 from nnspec.config import Spec
 from nnspec.errors import error
 from nnspec.registry import CREATE_GRAPH, FULL_BATCH, NEEDS_CLOSURE
+from nnspec.runtime import distributed
 from nnspec.runtime.assemble import Built, assemble, require_trainable, spec_errors
 from nnspec.runtime.batching import mix_seed
 from nnspec.runtime.outputs import RunDir, default_run_dir, overrides_of
@@ -141,14 +142,30 @@ def _rng_state(generator: torch.Generator | None) -> dict:
     return state
 
 
-def train(spec: Spec, *, out_dir: str | Path | bool | None = None, progress: "bool | None | Progress" = None) -> Result:
+def train(spec: Spec, *, out_dir: str | Path | bool | None = None, progress: "bool | None | Progress" = None,
+          resume: str | Path | bool | None = None, allow_changed_spec: bool = False,
+          handle_signals: bool = False) -> Result:
     """Train a checked spec. `out_dir`: the run folder (None: runs/<stem>-<time>; False: none).
+    `resume`: a checkpoint file or run folder (True: `out_dir`, else the newest runs/<stem>-*),
+    see runtime/resume.py. `handle_signals`: SIGINT/SIGTERM checkpoint after the current step
+    and raise TrainingInterrupted (runtime/signals.py).
     Raises NnspecError (located in the spec) for missing sections, bad data, a diverging loss."""
-    with spec_errors(spec):
-        return _train(spec, out_dir, progress)
+    from nnspec.runtime.signals import StopFlag
+    with spec_errors(spec), StopFlag(handle_signals) as stop_flag:
+        resumed = None
+        if resume not in (None, False):
+            from nnspec.runtime import resume as _resume
+            resumed = _resume.locate(spec, resume, out_dir if out_dir is not False else None)
+            for why in resumed.skipped:
+                _resume.say(f"skipping {why}")
+            _resume.check_spec(resumed, spec, allow_changed_spec, _resume.say)
+            _resume.say(f"resuming from {resumed.path} (epoch {resumed.state['epoch'] + 1}, "
+                        f"batch {resumed.state['batch']}, step {resumed.state['step']})")
+            out_dir = resumed.run_dir
+        return _train(spec, out_dir, progress, resumed, stop_flag)
 
 
-def _train(spec: Spec, out_dir, progress) -> Result:
+def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Result:
     # ---- set up ---------------------------------------------------------------------------------
     t_start = time.perf_counter()
     require_trainable(spec)
@@ -157,7 +174,9 @@ def _train(spec: Spec, out_dir, progress) -> Result:
     _preflight(b)
     model, opt, sched, loss_fn, runtime = b.model, b.optimizer, b.scheduler, b.loss, b.runtime
     data, device = b.data, b.device
-    fwd = torch.compile(model) if cfg.compile else model
+    distributed.check_supported(b.flags, NEEDS_CLOSURE, CREATE_GRAPH, cfg.span)
+    fwd, eval_fwd = distributed.prepare(model, device, compile=cfg.compile, seed=cfg.seed)  # DDP/compile
+    is_main = distributed.world().is_main         # only rank 0 prints and writes the run folder
     params = [p for g in opt.param_groups for p in g["params"]]
     groups = opt.param_groups
     closure_opt = NEEDS_CLOSURE in b.flags
@@ -176,7 +195,7 @@ def _train(spec: Spec, out_dir, progress) -> Result:
         generator.manual_seed(mix_seed(cfg.seed, _AUGMENT_TAG))
 
     # what is monitored; a val_* name falls back to train_* when there is no validation split
-    notes = []
+    notes = [runtime.note] if runtime.note else []
 
     def monitored(name: str) -> str:
         if data.val is None and name.startswith("val_"):
@@ -205,27 +224,29 @@ def _train(spec: Spec, out_dir, progress) -> Result:
 
     ck = cfg.checkpoint
     run = None
-    if out_dir is not False:
-        run = RunDir(out_dir if out_dir not in (None, True) else default_run_dir(spec.path), spec)
+    if out_dir is not False and is_main:
+        run = RunDir(out_dir if out_dir not in (None, True) else default_run_dir(spec.path), spec,
+                     history=resumed.state["history"] if resumed else None)
     checkpointing = run is not None and (ck.every_epochs is not None or ck.every_steps is not None)
-    display = make_progress(progress)
+    display = make_progress(progress if is_main else False)
 
     steps_per_epoch, epochs = b.steps_per_epoch, b.epochs
     max_steps = cfg.steps
     log_every = cfg.log_every or max(10, math.ceil(steps_per_epoch / 10))
     eval_batch = spec.data.eval_batch_size or spec.data.batch_size
-    split = data.train
+    split = distributed.shard(data.train)         # this rank's part of each global batch
     drop_last = spec.data.drop_last and not full_batch
     shuffle = spec.data.shuffle and not full_batch
 
     def checkpoint_state(epoch: int, batch: int, step: int, history: list) -> dict:
-        return {"format": 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        return {"format": 1, "world_size": distributed.world().size, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "schedule": sched.state_dict() if sched is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "epoch": epoch, "batch": batch, "step": step, "rng": _rng_state(generator),
                 "history": list(history), "best": best.state(),
                 "early_stop": stopper.state() if stopper else None, "nan_skips": nan_skips,
-                "partial_epoch": {"loss_total": loss_total, "loss_count": loss_count, "samples": samples}
+                "partial_epoch": {"loss_total": loss_total, "loss_count": loss_count, "samples": samples,
+                                  "last_finite": last_finite}
                 if batch else None,
                 "norm": data.norm, "spec": {"path": spec.path, "digest": spec.digest, "sources": dict(spec.sources),
                                             "overrides": overrides_of(spec)}}
@@ -286,15 +307,27 @@ def _train(spec: Spec, out_dir, progress) -> Result:
     step, nan_skips, stop_reason = 0, 0, "epochs"
     total_samples, total_train_seconds, last_saved = 0, 0.0, -1
     last_finite: float | None = None
-    info = (f"training {Path(spec.path).name} on {runtime.describe()}: {len(split):,} training samples, "
+    info = (f"training {Path(spec.path).name} on {runtime.describe()}{distributed.describe()}: {len(split):,} training samples, "
             f"{steps_per_epoch} steps per epoch" + (f", run folder {run.path}" if run else ""))
     display.start(epochs=epochs, steps_per_epoch=steps_per_epoch, info=info)
     for note in dict.fromkeys(notes):
         display.message(note)
+    start_epoch, start_batch, carried = 0, 0, None      # where a resumed run picks up
+    if resumed is not None:
+        from nnspec.runtime.resume import partial, restore
+        state = resumed.state
+        restore(state, model=model, optimizer=opt, scheduler=sched, scaler=scaler, generator=generator,
+                best=best, stopper=stopper)
+        groups = opt.param_groups                  # load_state_dict replaces the list
+        history = list(state["history"])
+        step, nan_skips, last_saved = state["step"], state.get("nan_skips", 0), state["step"]
+        start_epoch, start_batch = state["epoch"], state["batch"]
+        carried = partial(state) if start_batch else None
+        last_finite = carried["last_finite"] if carried else None
     t_setup = time.perf_counter() - t_start
     t_loop = time.perf_counter()
     try:
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
             # ---- one epoch of optimizer steps ----
             display.epoch_start(epoch + 1)
             t_epoch = time.perf_counter()
@@ -303,7 +336,11 @@ def _train(spec: Spec, out_dir, progress) -> Result:
             window: list[torch.Tensor] = []         # micro-batch losses since the last log point
             window_step = epoch_first_step = step    # optimizer step of window[0]
             loss_total, loss_count, samples, micro, batch_no, bad_step = 0.0, 0, 0, 0, 0, False
-            if sched is not None and per_epoch_lr:
+            skip_to = start_batch if epoch == start_epoch else 0
+            if skip_to and carried:           # mid-epoch resume: the lr came back with the optimizer
+                loss_total, loss_count, samples, batch_no = (carried["loss_total"], carried["loss_count"],
+                                                             carried["samples"], skip_to)
+            elif sched is not None and per_epoch_lr:
                 set_lr(step)
 
             def flush() -> None:
@@ -340,10 +377,15 @@ def _train(spec: Spec, out_dir, progress) -> Result:
                     flush()
                     run.save_periodic(checkpoint_state(epoch, batch_no, step, history), epoch + 1, step,
                                       ck.keep_last)
+                if stop_flag is not None and stop_flag.requested:     # SIGINT/SIGTERM: save, then stop
+                    from nnspec.runtime.signals import TrainingInterrupted
+                    flush()
+                    saved = run.save_last(checkpoint_state(epoch, batch_no, step, history)) if run else None
+                    raise TrainingInterrupted(stop_flag.requested, step, saved, run.path if run else None)
                 return max_steps is not None and step >= max_steps
 
             batches = split.batches(b.batch_size, shuffle=shuffle, epoch=epoch, seed=cfg.seed, device=device,
-                                    drop_last=drop_last)
+                                    drop_last=drop_last, start_batch=skip_to)
             stop = False
             for x, y in batches:
                 batch_no += 1
@@ -372,8 +414,10 @@ def _train(spec: Spec, out_dir, progress) -> Result:
                 if train_metrics:
                     for m in train_metrics:
                         m.update(out, y)
+                if split is not data.train and (weight := distributed.batch_weight(split)) != 1.0:
+                    loss = loss * weight              # a short last global batch (distributed.py)
                 window.append(loss.detach())
-                if skip_nan and not bool(torch.isfinite(loss)):
+                if skip_nan and not distributed.all_finite(loss):
                     bad_step = True
                 else:
                     scaled = loss / acc if acc > 1 else loss
@@ -410,12 +454,13 @@ def _train(spec: Spec, out_dir, progress) -> Result:
             for m in train_metrics:
                 row.update({f"train_{k}": v for k, v in m.compute().items()})
             if data.val is not None:
-                val = _evaluate(fwd, model, data.val, loss_fn, val_metrics, b, eval_batch)
+                val = _evaluate(eval_fwd, model, data.val, loss_fn, val_metrics, b, eval_batch)
                 row.update({f"val_{k}": v for k, v in val.items()})
             if skip_nan:
                 row["nan_skips"] = nan_skips
             row["train_seconds"] = t_train
             row["samples_per_s"] = samples / t_train if t_train > 0 else math.nan
+            row = distributed.sync_row(row, loss_total, loss_count, samples, t_train, device)
             value = row.get(best.name, row.get(aliases.get(best.name, "")))
             if sched is not None and hasattr(sched, "observe"):
                 sched.observe(value if value is not None else row["train_loss"])
@@ -433,7 +478,8 @@ def _train(spec: Spec, out_dir, progress) -> Result:
                 if ck.every_epochs and (epoch + 1) % ck.every_epochs == 0:
                     run.save_periodic(checkpoint_state(epoch + 1, 0, step, history), epoch + 1, step, ck.keep_last)
                     last_saved = step
-                if improved:
+                if improved and all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()
+                                    if t.is_floating_point()):    # never a diverged best.pt
                     run.save_best(checkpoint_state(epoch + 1, 0, step, history))
             if stop:
                 stop_reason = "steps"
@@ -447,7 +493,7 @@ def _train(spec: Spec, out_dir, progress) -> Result:
 
         # ---- test and outputs ----------------------------------------------------------------------
         t_test = time.perf_counter()
-        test = _evaluate(fwd, model, data.test, loss_fn, val_metrics, b, eval_batch) if data.test is not None else {}
+        test = _evaluate(eval_fwd, model, data.test, loss_fn, val_metrics, b, eval_batch) if data.test is not None else {}
         t_test = time.perf_counter() - t_test
         last = history[-1] if history else {}
         summary = {
@@ -473,4 +519,5 @@ def _train(spec: Spec, out_dir, progress) -> Result:
         display.close()
         if run is not None:
             run.close()
+    distributed.finish()              # every rank waits until rank 0 has written its outputs
     return Result(history, model, test, run.path if run else None, best.value, summary, b)

@@ -1,0 +1,130 @@
+"""Data-parallel training (runtime/distributed.py): the sharding is exact, two gloo processes
+with per-rank batch B end with the weights of one process with batch 2B, and a failing rank
+ends the whole run with its error."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nnspec.runtime.batching import TensorSplit, TensorStore
+from nnspec.runtime.distributed import ShardedSplit, World, _shard_plan
+
+SPEC = """\
+model m {{
+    input [64]
+    linear(24) -> tanh
+    linear(10)
+}}
+data digits {{
+    split(train = 0.8, val = 0.1, test = 0.1)
+    batch {batch}
+    normalize standard
+}}
+loss cross_entropy
+metrics accuracy
+optimizer {optimizer}
+train {{
+    epochs 2
+    seed 3
+    device cpu
+}}
+"""
+
+
+def _split(n: int) -> TensorSplit:
+    x = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+    return TensorSplit(TensorStore(x, torch.arange(n)), torch.arange(n - 1, -1, -1), "float")
+
+
+@pytest.mark.parametrize("n,batch,size,drop_last", [(23, 3, 2, False), (24, 4, 3, False), (23, 3, 2, True),
+                                                    (13, 2, 3, False), (7, 4, 2, False)])
+def test_global_batch_k_is_the_single_process_batch_k(n, batch, size, drop_last):
+    split = _split(n)
+    single = [y.tolist() for _, y in split.batches(batch * size, shuffle=True, epoch=1, seed=5, drop_last=drop_last)]
+    ranks = [ShardedSplit(split, World(r, size, r)) for r in range(size)]
+    per_rank, weights = [], []
+    for s in ranks:
+        got = []
+        for _, y in s.batches(batch, shuffle=True, epoch=1, seed=5, drop_last=drop_last):
+            got.append((y.tolist(), s.batch_weight))
+        per_rank.append(got)
+    steps = {len(p) for p in per_rank}
+    assert len(steps) == 1 and steps == {ranks[0].num_batches(batch, drop_last)}     # same steps everywhere
+    full, _, tail = _shard_plan(n, batch, size, 0, drop_last)
+    for k in range(steps.pop()):
+        union = sum((p[k][0] for p in per_rank), [])
+        assert union == single[k]                       # the same samples, in the same order
+        sizes = [len(p[k][0]) for p in per_rank]
+        assert max(sizes) - min(sizes) <= 1
+        # weight = world × local / global: the average of the weighted per-rank means is the global mean
+        w = [p[k][1] for p in per_rank]
+        assert all(wi == 1.0 for wi in w) or k == full
+        assert all(wi == pytest.approx(size * s_ / len(union)) for wi, s_ in zip(w, sizes))
+    # resuming at a batch gives the tail of the same stream
+    again = [y.tolist() for _, y in ranks[-1].batches(batch, shuffle=True, epoch=1, seed=5, drop_last=drop_last,
+                                                      start_batch=1)]
+    assert again == [p[0] for p in per_rank[-1][1:]]
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", NNSPEC_DIST_TIMEOUT="30", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def _train(spec_path, out, *args, env=None):
+    return subprocess.run([sys.executable, "-m", "nnspec", "train", str(spec_path), "--quiet", "--out", str(out),
+                           *args], capture_output=True, text=True, timeout=120, env=env or _env())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["sgd(lr = 0.1, momentum = 0.9)", "adam(lr = 3e-3)"])
+def test_two_processes_match_one_process_with_double_batch(tmp_path, optimizer):
+    # 1437 training samples: 44 full global batches of 32 and a short one of 29 (15 + 14)
+    two, one = tmp_path / "two.nn", tmp_path / "one.nn"
+    two.write_text(SPEC.format(batch=16, optimizer=optimizer))
+    one.write_text(SPEC.format(batch=32, optimizer=optimizer))
+    r2 = _train(two, tmp_path / "r2", "--nproc", "2")
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    r1 = _train(one, tmp_path / "r1")
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    w2, w1 = load_file(tmp_path / "r2" / "weights.safetensors"), load_file(tmp_path / "r1" / "weights.safetensors")
+    assert w2.keys() == w1.keys()
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-6)
+    import json
+    rows2 = [json.loads(x) for x in (tmp_path / "r2" / "metrics.jsonl").read_text().splitlines()]
+    rows1 = [json.loads(x) for x in (tmp_path / "r1" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows2] == [r["step"] for r in rows1] == [45, 90]
+    for a, b in zip(rows2, rows1):           # the logged loss is the mean over both ranks
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_accuracy"] == b["val_accuracy"]
+
+
+@pytest.mark.slow
+def test_a_failing_rank_ends_the_run_with_its_error(tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(textwrap.dedent("""\
+        import os
+        if os.environ.get("RANK") == "1":
+            import torch.optim
+            def _boom(self, *a, **k):
+                raise RuntimeError("rank one exploded on purpose")
+            torch.optim.SGD.step = _boom
+        """))
+    spec = tmp_path / "s.nn"
+    spec.write_text(SPEC.format(batch=16, optimizer="sgd(lr = 0.1)"))
+    env = _env(PYTHONPATH=os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    r = _train(spec, tmp_path / "r", "--nproc", "2", env=env)
+    assert r.returncode != 0
+    assert "rank one exploded on purpose" in r.stderr
+    assert "worker rank 1 of 2 failed" in r.stderr
+    assert not (tmp_path / "r" / "weights.safetensors").exists()
