@@ -5,7 +5,6 @@ order. `load` is the strict form used by training and the Python API.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -6,7 +6,7 @@ problem of a file; the CLI renders them (text, json, github) from here.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 

@@ -1,7 +1,7 @@
 """Located name resolution and argument binding, shared by the graph and section passes."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from nnspec import nodes as n
 from nnspec.binding import bind

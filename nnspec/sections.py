@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from nnspec import nodes as n
 from nnspec.config import (CheckpointConfig, DataConfig, EarlyStop, OptimizerConfig, ParamGroup, ScheduleConfig,
@@ -17,8 +17,8 @@ from nnspec.errors import Diagnostics, did_you_mean
 from nnspec.evaluate import Scope
 from nnspec.registry import Catalog
 from nnspec.resolve import bind_args, use_of
-from nnspec.types import (AnyValue, ArgError, Bool, Choice, Float, Int, NonNegativeInt, OneOf, Param, PositiveFloat,
-                          PositiveInt, Str, Symbol, Type, describe)
+from nnspec.types import (ArgError, Bool, Choice, Float, NonNegativeInt, OneOf, Param, PositiveFloat, PositiveInt,
+                          Symbol, Type, describe)
 
 
 @dataclass(frozen=True)

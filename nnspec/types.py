@@ -220,6 +220,21 @@ class OneOf(Type):
 
 
 @dataclass(frozen=True)
+class Optional(Type):
+    """`inner`, or the bare word `none` (read as None): e.g. `stride = none` means "same as kernel"."""
+    inner: Type
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.inner} or none"
+
+    def check(self, value: Any) -> Any:
+        if value is None or (isinstance(value, Symbol) and value.name == "none"):
+            return None
+        return self.inner.check(value)
+
+
+@dataclass(frozen=True)
 class AnyValue(Type):
     name = "any"
 

@@ -5,29 +5,14 @@ what `inner` accepts, so a parameter such as `weight = none` can mean "not given
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from nnspec.types import ArgError, Float, Int, Param, Symbol, Type
+from nnspec.types import ArgError, Float, Int, Optional, Param
 
 Beta = Float(0, 1, max_open=True)                   # a moving-average coefficient: 0 ≤ b < 1
 NonNegativeFloat = Float(min=0)
 Factor = Float(0, 1, min_open=True, max_open=True)  # a strict shrink factor: 0 < f < 1
 
 
-@dataclass(frozen=True)
-class Optional(Type):
-    """`inner`, or `none` (checks to None)."""
-    inner: Type
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return f"{self.inner} or none"
-
-    def check(self, value: Any) -> Any:
-        if value is None or value == Symbol("none"):
-            return None
-        return self.inner.check(value)
+# `Optional` lives in nnspec.types; re-exported here for the declarations that import it from here.
 
 
 def duration_params(what: str = "runs") -> tuple[Param, Param]:

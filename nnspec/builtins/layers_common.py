@@ -6,28 +6,15 @@ re-runs the shape rule, so it never meets an input the shape rule would refuse.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from nnspec.registry import Component
-from nnspec.types import ShapeError, Symbol, TensorType, Type
+from nnspec.types import Optional, ShapeError, TensorType  # noqa: F401 (Optional is re-exported)
 
 IMPL = "nnspec.lower.layers:"
 
 
-@dataclass(frozen=True)
-class Optional(Type):
-    """`inner`, or the bare word `none` (read as None): e.g. `stride = none` means "same as kernel"."""
-    inner: Type
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return f"{self.inner} or none"
-
-    def check(self, value: Any) -> Any:
-        if value is None or (isinstance(value, Symbol) and value.name == "none"):
-            return None
-        return self.inner.check(value)
+# `Optional` lives in nnspec.types; re-exported here for the declarations that import it from here.
 
 
 def show(shape) -> str:

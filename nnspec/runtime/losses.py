@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _match_target(name: str, output: Tensor, target: Tensor) -> Tensor:
+def match_target(name: str, output: Tensor, target: Tensor) -> Tensor:
+    """The target in the output's shape and dtype; [N] against an [N, 1] output is reshaped."""
     if target.shape != output.shape:
         if output.dim() == target.dim() + 1 and output.shape[-1] == 1 and output.shape[:-1] == target.shape:
             target = target.unsqueeze(-1)
@@ -77,7 +78,7 @@ class BCEWithLogits(nn.Module):
         self.register_buffer("pos_weight", _buffer(pos_weight))
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
-        target = _match_target("bce_with_logits", output, target)
+        target = match_target("bce_with_logits", output, target)
         pos_weight = None if self.pos_weight is None else self.pos_weight.to(output.dtype)
         if pos_weight is not None and pos_weight.numel() not in (1, output.shape[-1]):
             raise ValueError(f"bce_with_logits: pos_weight has {pos_weight.numel()} entries but the model "
@@ -93,7 +94,7 @@ class Regression(nn.Module):
         self.name, self.fn, self.options = name, fn, options
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
-        return self.fn(output, _match_target(self.name, output, target), **self.options)
+        return self.fn(output, match_target(self.name, output, target), **self.options)
 
     def extra_repr(self) -> str:
         return self.name + "".join(f", {k}={v}" for k, v in self.options.items())

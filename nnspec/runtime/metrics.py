@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nnspec.runtime.losses import match_target
+
 
 class Metric:
     """The interface the trainer uses."""
@@ -149,12 +151,7 @@ def _float_dtype(device: torch.device) -> torch.dtype:
 
 def _columns(name: str, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Output and target as [rows, outputs] in the accumulation dtype."""
-    if target.shape != output.shape:
-        if output.dim() == target.dim() + 1 and output.shape[-1] == 1 and output.shape[:-1] == target.shape:
-            target = target.unsqueeze(-1)
-        else:
-            raise ValueError(f"{name}: the model output has shape {list(output.shape)} but the target has shape "
-                             f"{list(target.shape)}; they must match (or be [..., 1] and [...])")
+    target = match_target(name, output, target)
     dtype = _float_dtype(output.device)
     width = output.shape[-1] if output.dim() > 1 else 1
     return output.detach().reshape(-1, width).to(dtype), target.reshape(-1, width).to(dtype)
