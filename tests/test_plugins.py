@@ -1,8 +1,8 @@
 """Plugins as real distributions.
 
 The slow tests pip-install plugins/nnspec-* (and throwaway packages built in tmp_path) into one
-fresh venv made with --system-site-packages, so torch and this checkout's editable nnspec come
-from the current environment, and drive the real `nnspec` command there: listing, validation
+fresh venv that also sees the current environment's site directories, so torch and this
+checkout's editable nnspec come from the current environment, and drive the real `nnspec` command there: listing, validation
 errors, training, a broken plugin, a name conflict, uninstalling. No entry point is faked.
 
 The smoke tests (not slow) train one step with every registered optimizer and schedule:
@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import textwrap
@@ -232,12 +233,19 @@ def venv(tmp_path_factory) -> Venv:
     here = [name for name in OURS + ("nnspec-signsgd",) if _installed(name)]
     if here:
         pytest.skip(f"{', '.join(here)} installed in this environment: the venv would see them through "
-                    f"--system-site-packages, so uninstalling there could not remove them")
+                    f"the current environment, so uninstalling there could not remove them")
     root = tmp_path_factory.mktemp("plugins") / "venv"
-    # --without-pip: pip and setuptools come from the current environment, like torch (fast, offline)
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(root)],
-                   check=True, timeout=120)
+    # --without-pip: pip, setuptools, torch and nnspec come from the *current* environment (fast,
+    # offline). `--system-site-packages` would expose the base interpreter's packages instead, which
+    # in CI (itself a venv) hold neither torch nor this checkout; so a .pth file adds the current
+    # environment's site directories (their own .pth files included, e.g. the editable install).
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
     v = Venv(root)
+    own = v.run("-c", "import site; print(site.getsitepackages()[0])")
+    assert own.returncode == 0, own.stderr
+    outer = [d for d in site.getsitepackages() + [site.getusersitepackages()] if Path(d).is_dir()]
+    (Path(own.stdout.strip()) / "zz_outer_environment.pth").write_text(
+        "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in outer) + "\n")
     tools = v.run("-c", "import setuptools, pip")
     if tools.returncode != 0:
         pytest.skip(f"pip and setuptools are needed to install plugins: {tools.stderr.strip()}")
