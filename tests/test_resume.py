@@ -148,7 +148,10 @@ def test_kills_during_checkpoint_writes_never_break_last(tmp_path):
                     run.save_periodic({**state, "step": step}, 1, step, 2)
             finally:
                 os._exit(1)
-        time.sleep(rng.uniform(0.02, 0.15))
+        deadline = time.monotonic() + 60               # a loaded machine may start the child slowly:
+        while not (folder / "last.pt").exists() and time.monotonic() < deadline:   # kill only after
+            time.sleep(0.005)                          # the first save, so a last.pt must exist
+        time.sleep(rng.uniform(0.0, 0.12))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         mid_write += bool(list(folder.glob(".*.tmp")))
