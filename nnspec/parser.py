@@ -407,7 +407,24 @@ def _check_size(text: str, path: str) -> None:
 
 
 def parse(text: str, path: str = "<string>") -> n.Module:
-    """Parse one file. Raises `NnspecError` at the first syntax error."""
+    """Parse one file. Raises `NnspecError` at the first syntax error.
+
+    The AST is immutable, so a file parsed before (a block library imported by many specs in one
+    `nnspec validate` run) is returned from a small cache."""
+    key = (path, text)
+    cached = _parsed.get(key)
+    if cached is None:
+        cached = _parse(text, path)
+        if len(_parsed) >= 64:
+            _parsed.pop(next(iter(_parsed)))
+        _parsed[key] = cached
+    return cached
+
+
+_parsed: dict[tuple[str, str], n.Module] = {}
+
+
+def _parse(text: str, path: str) -> n.Module:
     _check_size(text, path)
     parser = lark_parser()
     # Only the first syntax error is reported: after it, Lark's token-skipping recovery mostly
