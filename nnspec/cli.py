@@ -166,11 +166,7 @@ def cmd_eval(args) -> int:
     if spec is None:
         return code
     from nnspec.runtime.inference import evaluate
-    try:
-        result = evaluate(spec, args.weights, args.split)
-    except NnspecError as err:
-        _print_diagnostics(err.diagnostics, {**spec.sources, **err.sources}, "text", out=sys.stderr)
-        return EXIT_INVALID
+    result = evaluate(spec, args.weights, args.split)       # its errors carry their sources; main() prints them
     if args.json:
         print(json.dumps({f"{args.split}_{k}": v for k, v in result.items()}, indent=2))
     else:
@@ -185,11 +181,7 @@ def cmd_predict(args) -> int:
     if spec is None:
         return code
     from nnspec.runtime.inference import predict
-    try:
-        dest = predict(spec, args.weights, args.input, args.output)
-    except NnspecError as err:
-        _print_diagnostics(err.diagnostics, {**spec.sources, **err.sources}, "text", out=sys.stderr)
-        return EXIT_INVALID
+    dest = predict(spec, args.weights, args.input, args.output)
     print(f"wrote {dest}", file=sys.stderr)
     return EXIT_OK
 
