@@ -45,7 +45,7 @@ def _built_with_weights(spec: Spec, weights: str | os.PathLike):
 
 def evaluate(spec: Spec, weights: str | os.PathLike, split: str = "test") -> dict:
     """Loss and metrics of `split` ("train", "val" or "test") with the given weights."""
-    from nnspec.runtime.trainer import _evaluate
+    from nnspec.runtime.evaluation import evaluate_split
     built = _built_with_weights(spec, weights)
     if built.data is None or built.loss is None:
         raise NnspecError(Diagnostic("error", "E900", "evaluation needs the spec's `data` and `loss` sections",
@@ -55,7 +55,7 @@ def evaluate(spec: Spec, weights: str | os.PathLike, split: str = "test") -> dic
         raise _flag_error("--split", split, f"the spec's data has no {split} split",
                           "choose train, val or test; the split fractions are in the data section")
     batch = spec.data.eval_batch_size or spec.data.batch_size
-    return _evaluate(built.model, built.model, data, built.loss, list(built.metrics.values()), built, batch)
+    return evaluate_split(built.model, built.model, data, built.loss, list(built.metrics.values()), built, batch)
 
 
 def _read_inputs(path: Path) -> np.ndarray:

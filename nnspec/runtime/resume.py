@@ -153,8 +153,23 @@ def check_spec(resumed: Resumed, spec, allow_changed: bool, warn: Callable[[str]
                              "for a safe change such as more epochs or steps")
 
 
+def rng_state(generator: torch.Generator | None) -> dict:
+    """Every random state, as tensors and plain values (loadable with weights_only=True)."""
+    version, internal, gauss = random.getstate()
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": {"version": version, "state": list(internal), "gauss": gauss},
+             "numpy": {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["augment"] = generator.get_state()
+    return state
+
+
 def set_rng_state(rng: dict, generator: torch.Generator | None) -> None:
-    """Put back every random stream saved by trainer._rng_state."""
+    """Put back every random stream saved by rng_state."""
     py = rng["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     npy = rng["numpy"]

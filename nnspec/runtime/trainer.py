@@ -24,13 +24,11 @@ back to its train_* twin. The test split is evaluated once, with the final weigh
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -40,6 +38,8 @@ from nnspec.registry import CREATE_GRAPH, FULL_BATCH, NEEDS_CLOSURE
 from nnspec.runtime import distributed
 from nnspec.runtime.assemble import Built, assemble, require_trainable, spec_errors
 from nnspec.runtime.batching import mix_seed
+from nnspec.runtime.evaluation import evaluate_split, preflight
+from nnspec.runtime.resume import rng_state
 from nnspec.runtime.outputs import RunDir, default_run_dir, overrides_of
 from nnspec.runtime.progress import Progress, make_progress
 
@@ -79,69 +79,6 @@ class _Best:
         return {"name": self.name, "mode": self.mode, "value": self.value, "epoch": self.epoch, "wait": self.wait}
 
 
-def _evaluate(fwd, model: nn.Module, split, loss_fn, metrics, b: Built, batch_size: int) -> dict:
-    """Loss (averaged over samples) and metrics of one split, in eval mode; one sync at the end."""
-    model.eval()
-    for m in metrics:
-        m.reset()
-    total, count = None, 0
-    with torch.no_grad(), b.runtime.autocast():
-        for x, y in split.batches(batch_size, shuffle=False, device=b.device):
-            out = fwd(x)
-            part = loss_fn(out, y).detach().float() * x.shape[0]
-            total = part if total is None else total + part
-            count += x.shape[0]
-            for m in metrics:
-                m.update(out, y)
-    result = {"loss": total.item() / count if count else math.nan}
-    for m in metrics:
-        result.update(m.compute())
-    model.train()
-    return result
-
-
-def _preflight(b: Built) -> None:
-    """Run two training samples through the model, loss and metrics (eval mode, no grad: no state
-    changes), so a loss or metric that cannot take the model's output fails here, located in
-    the spec, instead of as a bare exception in the first step."""
-    spec = b.spec
-    x, y = next(iter(b.data.train.batches(2, shuffle=False, device=b.device)))
-    b.model.eval()
-    try:
-        with torch.no_grad(), b.runtime.autocast():
-            out = b.model(x)
-            try:
-                b.loss(out, y)
-            except (ValueError, RuntimeError) as err:
-                raise error("E907", f"loss `{spec.loss.name}` cannot take this model's output: {err}",
-                            spec.loss.span) from err
-            for use, m in zip(b.metric_uses, b.metrics.values()):
-                try:
-                    m.update(out, y)
-                except (ValueError, RuntimeError) as err:
-                    raise error("E907", f"metric `{use.name}` cannot take this model's output: {err}",
-                                use.span) from err
-                finally:
-                    m.reset()
-    finally:
-        b.model.train()
-
-
-def _rng_state(generator: torch.Generator | None) -> dict:
-    """Every random state, as tensors and plain values (loadable with weights_only=True)."""
-    version, internal, gauss = random.getstate()
-    name, key, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": {"version": version, "state": list(internal), "gauss": gauss},
-             "numpy": {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if generator is not None:
-        state["augment"] = generator.get_state()
-    return state
-
-
 def train(spec: Spec, *, out_dir: str | Path | bool | None = None, progress: "bool | None | Progress" = None,
           resume: str | Path | bool | None = None, allow_changed_spec: bool = False,
           handle_signals: bool = False) -> Result:
@@ -171,7 +108,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
     require_trainable(spec)
     cfg = spec.train
     b = assemble(spec)
-    _preflight(b)
+    preflight(b)
     model, opt, sched, loss_fn, runtime = b.model, b.optimizer, b.scheduler, b.loss, b.runtime
     data, device = b.data, b.device
     distributed.check_supported(b.flags, NEEDS_CLOSURE, CREATE_GRAPH, cfg.span)
@@ -242,7 +179,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
         return {"format": 1, "world_size": distributed.world().size, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "schedule": sched.state_dict() if sched is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
-                "epoch": epoch, "batch": batch, "step": step, "rng": _rng_state(generator),
+                "epoch": epoch, "batch": batch, "step": step, "rng": rng_state(generator),
                 "history": list(history), "best": best.state(),
                 "early_stop": stopper.state() if stopper else None, "nan_skips": nan_skips,
                 "partial_epoch": {"loss_total": loss_total, "loss_count": loss_count, "samples": samples,
@@ -454,7 +391,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
             for m in train_metrics:
                 row.update({f"train_{k}": v for k, v in m.compute().items()})
             if data.val is not None:
-                val = _evaluate(eval_fwd, model, data.val, loss_fn, val_metrics, b, eval_batch)
+                val = evaluate_split(eval_fwd, model, data.val, loss_fn, val_metrics, b, eval_batch)
                 row.update({f"val_{k}": v for k, v in val.items()})
             if skip_nan:
                 row["nan_skips"] = nan_skips
@@ -493,7 +430,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
 
         # ---- test and outputs ----------------------------------------------------------------------
         t_test = time.perf_counter()
-        test = _evaluate(eval_fwd, model, data.test, loss_fn, val_metrics, b, eval_batch) if data.test is not None else {}
+        test = evaluate_split(eval_fwd, model, data.test, loss_fn, val_metrics, b, eval_batch) if data.test is not None else {}
         t_test = time.perf_counter() - t_test
         last = history[-1] if history else {}
         summary = {
