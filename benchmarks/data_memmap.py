@@ -3,7 +3,8 @@
 Writes .npy files of growing size to a temporary folder, then for each size runs one fresh
 subprocess per mode (so peak RSS, VmHWM, is that mode's alone):
 
-  mmap    npy(mmap = true): rows gathered from the map per batch, prefetched by a thread
+  mmap    npy(mmap = true): rows read from the file a window of batches at a time (planned
+          reads, nnspec.runtime.mapped), read ahead by a thread (torch uses 1 thread here)
   memory  npy(mmap = false): the file loaded into a tensor, batches by index_select
   hand    a hand-written loop over the same tensor (X.index_select(0, perm[i:i+b])), the floor
           the in-memory path should match

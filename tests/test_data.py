@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 import torch
 
 from nnspec.binding import bind
@@ -15,7 +16,9 @@ from nnspec.config import DataConfig, Use
 from nnspec.errors import Span
 from nnspec.registry import Catalog
 from nnspec.runtime.augment import compose_augment
-from nnspec.runtime.batching import MappedArray
+from nnspec.runtime import batching
+from nnspec.runtime import mapped as mapped_module
+from nnspec.runtime.mapped import MappedArray
 from nnspec.runtime.data import DataContext, DataError, load_data, normalize_tensor
 from nnspec.types import TensorType
 
@@ -114,7 +117,11 @@ def test_batch_order_is_a_function_of_seed_and_epoch_and_resumes(tmp_path, mmap)
     assert sum(unshuffled, []) == sorted(sum(first, []))
 
 
-def test_memmapped_npy_batches_equal_the_in_memory_path(tmp_path):
+@pytest.mark.parametrize("read_ahead", [True, False], ids=["reader-thread", "foreground"])
+@pytest.mark.parametrize("window", [1, 32 * 24 * 3 + 100, 1 << 24], ids=["batch-windows", "3-batch-windows", "one-window"])
+def test_memmapped_npy_batches_equal_the_in_memory_path(tmp_path, monkeypatch, read_ahead, window):
+    monkeypatch.setattr(batching, "reads_ahead", lambda device: read_ahead)
+    monkeypatch.setattr(batching, "WINDOW_BYTES", window)       # rows are 24 bytes, batches 32 rows
     ids_npy(tmp_path, n=500, features=6)
     kw = dict(base=tmp_path, shape=(2, 3), classification=True, num_outputs=3)
     mem = load(config("npy", mmap=False, normalize="standard"), **kw)
@@ -148,7 +155,26 @@ def test_mapped_rows_are_read_correctly_with_and_without_positional_reads(tmp_pa
         assert len(blocks) == -(-len(arr) // 10) and np.array_equal(np.concatenate(blocks), expected)
 
 
-def test_stopping_a_memmapped_epoch_early_leaves_no_thread(tmp_path):
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(idx=st.lists(st.integers(0, 1999), max_size=700),
+       plan=st.sampled_from([(24, 2), (120, 4), (4 << 20, 4), (4 << 20, 1)]))
+def test_planned_reads_return_exactly_the_rows_asked_for(tmp_path, monkeypatch, idx, plan):
+    """Any order, repeats, adjacent rows, gaps read through and skipped, runs cut at chunk ends."""
+    path = tmp_path / "rows.npy"
+    if not path.exists():
+        np.save(path, np.arange(2000 * 6, dtype=np.int16).reshape(2000, 2, 3))   # 12-byte rows
+    monkeypatch.setattr(mapped_module, "CHUNK_BYTES", plan[0])
+    monkeypatch.setattr(mapped_module, "MIN_RUN", plan[1])
+    data = np.load(path, mmap_mode="r")
+    rows = MappedArray(data)
+    assert rows._fd is not None and rows._gap_rows == mapped_module.GAP_BYTES // 12
+    idx = np.array(idx, dtype=np.int64)
+    got = rows.take(idx)
+    assert got.shape == (len(idx), 2, 3) and np.array_equal(got, np.asarray(data)[idx])
+
+
+def test_stopping_a_memmapped_epoch_early_leaves_no_thread(tmp_path, monkeypatch):
+    monkeypatch.setattr(batching, "reads_ahead", lambda device: True)
     ids_npy(tmp_path, n=300)
     train = load(config("npy"), tmp_path, shape=(4,)).train
     before = threading.active_count()
@@ -401,3 +427,15 @@ def test_synthetic_images_and_tokens_are_learnable_shapes_and_dtypes():
     again = load(config("tokens", vocab=50, length=7, classes=2, samples=60), shape=(7,), dtype="long",
                  num_outputs=2)
     assert torch.equal(whole(again.train)[0], x)            # seeded
+
+
+def test_batches_are_read_ahead_unless_every_core_computes(monkeypatch):
+    monkeypatch.setattr(batching.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert not batching.reads_ahead(torch.device("cpu"))
+    assert batching.reads_ahead(torch.device("meta"))              # any accelerator: compute is elsewhere
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert batching.reads_ahead(torch.device("cpu"))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")                     # two ranks × 2 threads on 4 cores
+    assert not batching.reads_ahead(torch.device("cpu"))

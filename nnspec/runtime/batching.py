@@ -1,17 +1,15 @@
-"""Splits and their batches: in-memory tensors, and memory-mapped files read batch by batch.
+"""Splits and their batches: in-memory tensors, and memory-mapped files read a window at a time.
 
 The batch order of an epoch is a pure function of (seed, epoch), so a resumed run replays the
 same order and skips to `start_batch`. In memory, a batch is one `index_select` per tensor (no
-per-sample Python). From a memory-mapped file, each batch's rows are read in file order
-(locality), put in the shuffled order and converted while a worker thread reads the next
-batches; resident memory stays flat however large the file is (see MappedArray).
+per-sample Python). From a memory-mapped file, the rows of a window of consecutive batches
+(WINDOW_BYTES) are read together with planned reads (nnspec.runtime.mapped), and its batches
+are views of it; resident memory is a few windows however large the file is. Windows are read
+ahead by a worker thread when a core is free for it (see `reads_ahead`).
 """
 from __future__ import annotations
 
-import math
-import mmap
 import os
-import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -20,8 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nnspec.runtime.mapped import MappedArray
+
 _ORDER_TAG = 0xBA7C4      # separates the batch-order stream from other seeded streams
-PREFETCH = 3              # batches read ahead from a memory-mapped file
+WINDOW_BYTES = 8 << 20    # rows read at once from a memory-mapped file (whole batches, at least one)
+PREFETCH = 1              # windows read ahead, when a worker thread reads ahead
 WORKERS = 1               # threads reading them
 
 
@@ -140,111 +141,6 @@ def _slices(x: Tensor, y: Tensor, order: Tensor | None, plan: range, batch_size:
             yield x.index_select(0, idx), y.index_select(0, idx)
 
 
-class MappedArray:
-    """Rows of a memory-mapped array (an np.memmap, samples on the first axis), read on demand.
-
-    Rows are not gathered through the mapping itself: on current Linux kernels a page fault in
-    a file mapping maps a whole large folio of the page cache (measured: ~0.8 MB per random
-    1 KB row), so resident memory would grow toward the file's size. Instead rows are read with
-    positional reads (os.preadv) from the file region the memmap describes, in increasing file
-    order, adjacent rows in one call, straight into the batch. Resident memory is then the
-    batches alone. Arrays that are not plain C-ordered maps of a file (or platforms without
-    preadv) fall back to numpy indexing of the map."""
-
-    def __init__(self, arr: np.ndarray):
-        self.array = arr
-        self.shape, self.dtype = tuple(arr.shape), arr.dtype
-        self.row_bytes = arr.dtype.itemsize * math.prod(self.shape[1:])
-        self._fd: int | None = None
-        self._offset = 0
-        if hasattr(os, "preadv") and self.row_bytes > 0 and _is_whole_map(arr):
-            self._fd = os.open(os.fspath(arr.filename), os.O_RDONLY)
-            self._offset = int(arr.offset)
-            weakref.finalize(self, os.close, self._fd)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def _empty(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        out = np.empty((n,) + self.shape[1:], self.dtype)
-        return out, out.reshape(n, -1).view(np.uint8)          # the same memory as [n, row_bytes]
-
-    def _pread(self, buffers: list, row: int, nbytes: int) -> None:
-        got = os.preadv(self._fd, buffers, self._offset + row * self.row_bytes)
-        if got != nbytes:
-            raise OSError(f"{self.array.filename} is shorter than its header says (was it changed "
-                          "while training?)")
-
-    def take(self, idx: np.ndarray) -> np.ndarray:
-        """Rows `idx` in that order (read in increasing file order, placed where they belong)."""
-        idx = np.asarray(idx, dtype=np.int64)
-        ordered = len(idx) < 2 or bool(np.all(idx[1:] >= idx[:-1]))
-        if self._fd is None:
-            if ordered:
-                return np.asarray(self.array[idx])
-            sort = np.argsort(idx, kind="stable")
-            out = np.empty((len(idx),) + self.shape[1:], self.dtype)
-            out[sort] = self.array[idx[sort]]
-            return out
-        out, rows = self._empty(len(idx))
-        if ordered:                                  # runs of adjacent rows: one read each
-            breaks = (np.flatnonzero(np.diff(idx) != 1) + 1).tolist()
-            first = idx.tolist()
-            for a, b in zip([0] + breaks, breaks + [len(idx)]):
-                self._pread([rows[a:b]], first[a], (b - a) * self.row_bytes)
-            return out
-        sort = np.argsort(idx, kind="stable")       # shuffled: one read per row, in file order
-        size, fd, preadv = self.row_bytes, self._fd, os.preadv
-        flat = memoryview(rows.reshape(-1))
-        for dest, at in zip((sort * size).tolist(), (idx[sort] * size + self._offset).tolist()):
-            if preadv(fd, [flat[dest:dest + size]], at) != size:
-                raise OSError(f"{self.array.filename} is shorter than its header says")
-        return out
-
-    def read(self, lo: int, hi: int) -> np.ndarray:
-        """Rows lo..hi-1 as a new array."""
-        if self._fd is None:
-            return np.array(self.array[lo:hi])
-        out, rows = self._empty(hi - lo)
-        if hi > lo:
-            self._pread([rows], lo, (hi - lo) * self.row_bytes)
-        return out
-
-    def chunks(self, rows: np.ndarray | None = None, chunk_bytes: int = 8 << 20):
-        """Yield (position, block) over all rows, or over the sorted `rows`, in bounded blocks."""
-        step = max(1, chunk_bytes // max(1, self.row_bytes))
-        if rows is None:
-            for lo in range(0, len(self), step):
-                yield lo, self.read(lo, min(lo + step, len(self)))
-        else:
-            for lo in range(0, len(rows), step):
-                yield lo, self.take(rows[lo:lo + step])
-
-
-def _is_whole_map(arr: np.ndarray) -> bool:
-    """An np.memmap whose data starts at its `offset` in `filename` (not a slice of one), C order."""
-    mm = getattr(arr, "_mmap", None)
-    if mm is None or not isinstance(getattr(arr, "filename", None), (str, os.PathLike)) or not arr.flags.c_contiguous:
-        return False
-    start = arr.offset - arr.offset % mmap.ALLOCATIONGRANULARITY
-    base = np.frombuffer(mm, dtype=np.uint8)
-    try:
-        return arr.ctypes.data == base.ctypes.data + (arr.offset - start)
-    finally:
-        del base
-
-
-def iter_chunks(arr: np.ndarray | MappedArray, rows: np.ndarray | None = None, chunk_bytes: int = 8 << 20):
-    """Bounded blocks of an array (mapped or in memory), optionally only the sorted `rows`."""
-    if isinstance(arr, MappedArray):
-        yield from arr.chunks(rows, chunk_bytes)
-        return
-    step = max(1, chunk_bytes // max(1, arr.dtype.itemsize * math.prod(arr.shape[1:])))
-    count = len(arr) if rows is None else len(rows)
-    for lo in range(0, count, step):
-        yield lo, arr[lo:lo + step] if rows is None else arr[rows[lo:lo + step]]
-
-
 class MappedSplit(Split):
     """A split read from a memory-mapped array: the inputs stay on disk, the targets in memory.
 
@@ -295,28 +191,58 @@ class MappedSplit(Split):
         return self._iterate(order, plan, batch_size, n, device)
 
     def _iterate(self, order, plan: range, batch_size: int, n: int, device: torch.device):
+        """Read whole windows of consecutive batches (one planned read each, see
+        nnspec.runtime.mapped) and yield their batches as views."""
         pin = device.type == "cuda"
-        pending: deque = deque()
-        todo = iter(plan)
-        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="nnspec-data") as pool:
-            try:
-                for b in todo:
-                    pending.append(pool.submit(self._load, order, b * batch_size,
-                                               min(n, (b + 1) * batch_size), pin))
-                    if len(pending) >= PREFETCH:
-                        break
-                while pending:
-                    xb, yb = pending.popleft().result()
-                    nxt = next(todo, None)
-                    if nxt is not None:
-                        pending.append(pool.submit(self._load, order, nxt * batch_size,
-                                                   min(n, (nxt + 1) * batch_size), pin))
-                    if device.type != "cpu":
-                        xb, yb = xb.to(device, non_blocking=pin), yb.to(device, non_blocking=pin)
-                    if self._norm is not None:
-                        scale, shift = self._norm_to(device)
-                        xb = xb.mul_(scale).add_(shift)
-                    yield xb, yb
-            finally:
-                for f in pending:
-                    f.cancel()
+        per_window = max(1, WINDOW_BYTES // max(1, batch_size * self.source.row_bytes))
+        windows = [plan[i:i + per_window] for i in range(0, len(plan), per_window)]
+        spans = ((w[0] * batch_size, min(n, (w[-1] + 1) * batch_size)) for w in windows)
+        loaded = (_read_ahead(self._load, order, spans, pin) if reads_ahead(device)
+                  else (self._load(order, lo, hi, pin) for lo, hi in spans))
+        for (xw, yw), window in zip(loaded, windows):
+            if device.type != "cpu":
+                xw, yw = xw.to(device, non_blocking=pin), yw.to(device, non_blocking=pin)
+            base = window[0] * batch_size
+            for b in window:
+                lo, hi = b * batch_size - base, min(n, (b + 1) * batch_size) - base
+                xb, yb = xw[lo:hi], yw[lo:hi]
+                if self._norm is not None:
+                    scale, shift = self._norm_to(device)
+                    xb = xb.mul_(scale).add_(shift)
+                yield xb, yb
+
+
+def reads_ahead(device: torch.device) -> bool:
+    """Whether a worker thread reads batches ahead of the training step.
+
+    Yes when the step runs on an accelerator, or when torch's threads (over all local ranks)
+    leave a CPU core free. When every core already computes on the CPU, a reader thread can only
+    take time from the compute, and preempting one of torch's threads stalls the others at the
+    end of each parallel region: reading in the foreground is then faster when reads are many
+    small system calls (benchmarks/memmap_training.py --samples 500000, 2 cores: 0.85–0.91× of
+    in-memory in the foreground, 0.81–0.83× with the thread)."""
+    if device.type != "cpu":
+        return True
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return torch.get_num_threads() * local_ranks < cores
+
+
+def _read_ahead(load, order, spans, pin: bool):
+    """`load(order, lo, hi, pin)` for each span, up to PREFETCH spans ahead on WORKERS threads."""
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="nnspec-data") as pool:
+        try:
+            for lo, hi in spans:
+                pending.append(pool.submit(load, order, lo, hi, pin))
+                if len(pending) >= PREFETCH:
+                    break
+            while pending:
+                ready = pending.popleft().result()
+                for lo, hi in spans:
+                    pending.append(pool.submit(load, order, lo, hi, pin))
+                    break
+                yield ready
+        finally:
+            for f in pending:
+                f.cancel()

@@ -24,8 +24,8 @@ from torch import Tensor
 
 from nnspec.builtins.datasets import is_url
 from nnspec.config import DataConfig, Use
-from nnspec.runtime.batching import (MappedArray, MappedSplit, Split, TensorSplit, TensorStore, epoch_order,
-                                     iter_chunks, mix_seed)
+from nnspec.runtime.batching import MappedSplit, Split, TensorSplit, TensorStore, epoch_order, mix_seed
+from nnspec.runtime.mapped import MappedArray, iter_chunks
 from nnspec.types import TensorType
 
 __all__ = ["DataError", "Arrays", "DataContext", "Splits", "Split", "load_data", "normalize_tensor",
