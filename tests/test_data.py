@@ -104,7 +104,7 @@ def test_batch_order_is_a_function_of_seed_and_epoch_and_resumes(tmp_path, mmap)
 
     def order(epoch, seed=0, start=0, drop_last=False):
         return [b[0][:, 0].long().tolist() for b in train.batches(
-            16, shuffle=True, epoch=epoch, seed=seed, drop_last=drop_last, start_batch=start)]
+            16, shuffle=True, epoch=epoch, seed=seed, drop_last=drop_last, start_sample=16 * start)]
 
     first = order(0)
     assert first == order(0) and first != order(1) and first != order(0, seed=5)
@@ -134,7 +134,7 @@ def test_memmapped_npy_batches_equal_the_in_memory_path(tmp_path, monkeypatch, r
             assert len(a) == len(b) > 0
             for (xa, ya), (xb, yb) in zip(a, b):
                 assert xb.shape[1:] == (2, 3) and torch.equal(xa, xb) and torch.equal(ya, yb)
-    resumed = list(mapped.train.batches(32, shuffle=True, epoch=3, seed=7, start_batch=5))
+    resumed = list(mapped.train.batches(32, shuffle=True, epoch=3, seed=7, start_sample=5 * 32))
     full = list(mapped.train.batches(32, shuffle=True, epoch=3, seed=7))
     assert all(torch.equal(p[0], q[0]) for p, q in zip(resumed, full[5:])) and len(resumed) == len(full) - 5
 

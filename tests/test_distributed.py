@@ -68,8 +68,25 @@ def test_global_batch_k_is_the_single_process_batch_k(n, batch, size, drop_last)
         assert all(wi == pytest.approx(size * s_ / len(union)) for wi, s_ in zip(w, sizes))
     # resuming at a batch gives the tail of the same stream
     again = [y.tolist() for _, y in ranks[-1].batches(batch, shuffle=True, epoch=1, seed=5, drop_last=drop_last,
-                                                      start_batch=1)]
+                                                      start_sample=batch * size)]
     assert again == [p[0] for p in per_rank[-1][1:]]
+
+
+@pytest.mark.parametrize("n,batch,before,after,consumed", [(23, 3, 2, 3, 12), (40, 4, 3, 1, 24), (40, 4, 1, 2, 13),
+                                                              (17, 2, 2, 3, 16)])
+def test_a_resume_with_another_number_of_processes_reads_each_remaining_sample_once(n, batch, before, after, consumed):
+    """`consumed` samples of the epoch's order were read by `before` ranks; `after` ranks read the rest."""
+    split = _split(n)
+    order = [y.tolist() for _, y in split.batches(n, shuffle=True, epoch=2, seed=9)][0]
+    g = batch * after
+    left = order[consumed:]
+    if len(left) % g < after:                   # a tail smaller than the number of ranks is dropped
+        left = left[:len(left) - len(left) % g]
+    expected = [left[i:i + g] for i in range(0, len(left), g)]
+    per_rank = [[y.tolist() for _, y in ShardedSplit(split, World(r, after, r)).batches(
+        batch, shuffle=True, epoch=2, seed=9, start_sample=consumed)] for r in range(after)]
+    assert {len(p) for p in per_rank} == {len(expected)}
+    assert [sum((p[k] for p in per_rank), []) for k in range(len(expected))] == expected
 
 
 def _env(**extra) -> dict:
@@ -128,3 +145,24 @@ def test_a_failing_rank_ends_the_run_with_its_error(tmp_path):
     assert "rank one exploded on purpose" in r.stderr
     assert "worker rank 1 of 2 failed" in r.stderr
     assert not (tmp_path / "r" / "weights.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_two_process_checkpoint_resumes_mid_epoch_in_one_process(tmp_path):
+    """Written by 2 ranks × batch 16 at step 20 of 45; resumed by 1 process × batch 32, which
+    reads the rest of the epoch in the same global batches: the weights of the uninterrupted run."""
+    spec = tmp_path / "two.nn"
+    spec.write_text(SPEC.format(batch=16, optimizer="sgd(lr = 0.1, momentum = 0.9)").replace(
+        "    device cpu\n", "    device cpu\n    checkpoint(every_steps = 20, keep_last = 10)\n"))
+    r2 = _train(spec, tmp_path / "r2", "--nproc", "2")
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    import shutil
+    shutil.copytree(tmp_path / "r2", tmp_path / "r1")
+    (tmp_path / "r1" / "weights.safetensors").unlink()
+    ck = tmp_path / "r1" / "checkpoints" / "epoch0001-step00000020.pt"
+    r1 = _train(spec, tmp_path / "r1", "--resume", str(ck), "--set", "data.batch=32", "--allow-changed-spec")
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    assert "written by 2 process(es), this run has 1" in r1.stderr
+    w2, w1 = load_file(tmp_path / "r2" / "weights.safetensors"), load_file(tmp_path / "r1" / "weights.safetensors")
+    for k in w2:
+        torch.testing.assert_close(w1[k], w2[k], rtol=1e-5, atol=1e-6)

@@ -1,7 +1,8 @@
 """Splits and their batches: in-memory tensors, and memory-mapped files read a window at a time.
 
-The batch order of an epoch is a pure function of (seed, epoch), so a resumed run replays the
-same order and skips to `start_batch`. In memory, a batch is one `index_select` per tensor (no
+The sample order of an epoch is a pure function of (seed, epoch), so a resumed run replays the
+same order and skips its first `start_sample` samples (the rest is batched from there, so a run
+resumed with another batch or number of processes still sees every sample once). In memory, a batch is one `index_select` per tensor (no
 per-sample Python). From a memory-mapped file, the rows of a window of consecutive batches
 (WINDOW_BYTES) are read together with planned reads (nnspec.runtime.mapped), and its batches
 are views of it; resident memory is a few windows however large the file is. Windows are read
@@ -66,14 +67,18 @@ class Split:
         return n // batch_size if drop_last else -(-n // batch_size)
 
     def batches(self, batch_size: int, *, shuffle: bool, epoch: int = 0, seed: int = 0, device=None,
-                drop_last: bool = False, start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+                drop_last: bool = False, start_sample: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         raise NotImplementedError
 
-    def _plan(self, batch_size, drop_last, start_batch):
-        total = self.num_batches(batch_size, drop_last)
-        if start_batch < 0:
-            raise ValueError(f"start_batch must be ≥ 0, got {start_batch}")
-        return range(min(start_batch, total), total)
+    def _plan(self, batch_size: int, drop_last: bool, start_sample: int) -> tuple[int, range]:
+        """(first sample of the epoch's order to read, the batches of what is left)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        if start_sample < 0:
+            raise ValueError(f"start_sample must be ≥ 0, got {start_sample}")
+        start = min(start_sample, len(self))
+        left = len(self) - start
+        return start, range(left // batch_size if drop_last else -(-left // batch_size))
 
 
 class TensorStore:
@@ -115,8 +120,8 @@ class TensorSplit(Split):
         return self._rows_on[device]
 
     def batches(self, batch_size: int, *, shuffle: bool, epoch: int = 0, seed: int = 0, device=None,
-                drop_last: bool = False, start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        plan = self._plan(batch_size, drop_last, start_batch)
+                drop_last: bool = False, start_sample: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        start, plan = self._plan(batch_size, drop_last, start_sample)
         x, y = self.store.on(device)
         n = len(self)
         if shuffle:
@@ -126,7 +131,9 @@ class TensorSplit(Split):
             order = order.to(x.device)
         else:
             order = self._rows_to(x.device)
-        return _slices(x, y, order, plan, batch_size, n)
+        if start:
+            order = (torch.arange(n, device=x.device) if order is None else order)[start:]
+        return _slices(x, y, order, plan, batch_size, n - start)
 
 
 def _slices(x: Tensor, y: Tensor, order: Tensor | None, plan: range, batch_size: int, n: int):
@@ -178,8 +185,8 @@ class MappedSplit(Split):
         return self._norm_on[device]
 
     def batches(self, batch_size: int, *, shuffle: bool, epoch: int = 0, seed: int = 0, device=None,
-                drop_last: bool = False, start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        plan = self._plan(batch_size, drop_last, start_batch)
+                drop_last: bool = False, start_sample: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        start, plan = self._plan(batch_size, drop_last, start_sample)
         device = _device(device) or torch.device("cpu")
         n = len(self)
         if shuffle:
@@ -188,7 +195,9 @@ class MappedSplit(Split):
                 order = self.rows[order]
         else:
             order = self.rows
-        return self._iterate(order, plan, batch_size, n, device)
+        if start:
+            order = (np.arange(n, dtype=np.int64) if order is None else order)[start:]
+        return self._iterate(order, plan, batch_size, n - start, device)
 
     def _iterate(self, order, plan: range, batch_size: int, n: int, device: torch.device):
         """Read whole windows of consecutive batches (one planned read each, see

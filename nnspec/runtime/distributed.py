@@ -13,7 +13,9 @@ one-process run with batch N × batch, and with a mean-reduced loss the averaged
 same. A short last global batch of m samples is split as evenly as possible (sizes differ by at
 most one) and each rank's loss is weighted by world × local / m, so the averaged gradient is
 still the mean over the m samples; a tail with fewer samples than ranks is dropped. Every rank
-therefore runs the same number of steps.
+therefore runs the same number of steps. Checkpoints count the samples of the epoch's order
+read so far (by all ranks), so a run resumed with any number of ranks shards the rest of the
+epoch the same way and reads each remaining sample once.
 
 What crosses processes: gradients (DDP, averaged), a finite-loss vote when `on_nan skip`, and
 once per epoch the training loss and sample counts (summed) plus rank 0's train_* metrics
@@ -141,11 +143,14 @@ class ShardedSplit(Split):
         full, mine, _ = _shard_plan(len(self.split), batch_size, self.world.size, self.world.rank, drop_last)
         return full + (mine > 0)
 
-    def local_order(self, batch_size: int, shuffle: bool, epoch: int, seed: int, drop_last: bool) -> Tensor:
-        """Positions (0..n-1 in the split) this rank reads this epoch, in order."""
-        n, size, rank = len(self.split), self.world.size, self.world.rank
-        order = epoch_order(n, seed, epoch) if shuffle else torch.arange(n)
-        full, mine, tail = _shard_plan(n, batch_size, size, rank, drop_last)
+    def local_order(self, batch_size: int, shuffle: bool, epoch: int, seed: int, drop_last: bool,
+                    start: int = 0) -> Tensor:
+        """Positions (0..n-1 in the split) this rank reads this epoch, in order, after the first
+        `start` samples of the epoch's order (read before a resume, by any number of ranks)."""
+        size, rank = self.world.size, self.world.rank
+        order = epoch_order(len(self.split), seed, epoch) if shuffle else torch.arange(len(self.split))
+        order = order[start:]
+        full, mine, tail = _shard_plan(len(order), batch_size, size, rank, drop_last)
         g = batch_size * size
         parts = [order[:full * g].view(full, size, batch_size)[:, rank].reshape(-1)]
         if mine:
@@ -155,13 +160,14 @@ class ShardedSplit(Split):
         return torch.cat(parts)
 
     def batches(self, batch_size: int, *, shuffle: bool, epoch: int = 0, seed: int = 0, device=None,
-                drop_last: bool = False, start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        positions = self.local_order(batch_size, shuffle, epoch, seed, drop_last)
+                drop_last: bool = False, start_sample: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        start, _ = self._plan(batch_size, drop_last, start_sample)
+        positions = self.local_order(batch_size, shuffle, epoch, seed, drop_last, start)
         n_local = len(positions)
-        plan = range(min(max(start_batch, 0), -(-n_local // batch_size)), -(-n_local // batch_size))
-        _, mine, tail = _shard_plan(len(self.split), batch_size, self.world.size, self.world.rank, drop_last)
+        plan = range(-(-n_local // batch_size))
+        _, mine, tail = _shard_plan(len(self.split) - start, batch_size, self.world.size, self.world.rank, drop_last)
         tail_weight = self.world.size * mine / tail if tail else 1.0
-        last = -(-n_local // batch_size) - 1
+        last = len(plan) - 1
         inner = self._rows(positions, plan, batch_size, n_local, device)
         for b, xy in zip(plan, inner):
             self.batch_weight = tail_weight if (tail and b == last) else 1.0
@@ -309,6 +315,26 @@ def prepare(model: nn.Module, device: torch.device, *, compile: bool, seed: int)
     if channels_last:
         train_fwd, eval_fwd = _ChannelsLast(train_fwd), _ChannelsLast(eval_fwd)
     return train_fwd, eval_fwd
+
+
+def rank_key() -> tuple[int, ...]:
+    """What sets a rank's random streams apart: () in a single process (so one process keeps
+    its single-process streams), (rank,) in a distributed run."""
+    w = world()
+    return (w.rank,) if w.active else ()
+
+
+def reseed_after_resume(seed: int, step: int, generator: torch.Generator | None) -> None:
+    """A checkpoint holds rank 0's random streams, which every rank loads. Ranks > 0 then draw
+    fresh streams from (seed, rank, step), so dropout and augmentation stay independent across
+    ranks after a resume (rank 0 continues exactly; the others are not bitwise those of an
+    uninterrupted run)."""
+    w = world()
+    if not w.active or w.is_main:
+        return
+    torch.manual_seed(mix_seed(seed, w.rank, step, _RANK_SEED_TAG) % 2**63)
+    if generator is not None:
+        generator.manual_seed(mix_seed(seed, w.rank, step, _RANK_SEED_TAG, 1) % 2**63)
 
 
 def describe() -> str:

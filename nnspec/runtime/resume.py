@@ -1,10 +1,11 @@
 """Resuming a run from its checkpoints, exactly.
 
 A checkpoint (see trainer.checkpoint_state) holds the model, optimizer, schedule, scaler, every
-RNG, the epoch and the number of batches already consumed in it, the partial-epoch loss sums,
-history and best/early-stop state. The batch order is a pure function of (seed, epoch), so a
-resumed run replays the rest of the epoch from `start_batch` and, on CPU, ends bitwise equal
-to an uninterrupted run.
+RNG, the epoch and the number of samples of its order already read (by all processes), the
+partial-epoch loss sums, history and best/early-stop state. The sample order is a pure function
+of (seed, epoch), so a resumed run reads the rest of the epoch from there and, on CPU, ends
+bitwise equal to an uninterrupted run. With another number of processes (or batch size) the
+rest of the epoch is batched afresh: every sample is still read exactly once.
 
 Which checkpoint: `--resume FILE` loads that file; `--resume RUN_FOLDER` (or `--out DIR
 --resume`) tries last.pt then the numbered checkpoints, newest first, and says so when it
@@ -199,6 +200,13 @@ def restore(state: dict, *, model, optimizer, scheduler, scaler, generator, best
 
 def say(message: str) -> None:
     print(f"nnspec: {message}", file=sys.stderr, flush=True)
+
+
+def resume_sample(state: dict, batch_size: int) -> int:
+    """Samples of the checkpoint's epoch already read (older checkpoints count batches)."""
+    if "sample" in state:
+        return int(state["sample"])
+    return int(state["batch"]) * batch_size * int(state.get("world_size", 1))
 
 
 def partial(state: dict) -> dict[str, Any]:

@@ -96,6 +96,11 @@ def train(spec: Spec, *, out_dir: str | Path | bool | None = None, progress: "bo
             for why in resumed.skipped:
                 _resume.say(f"skipping {why}")
             _resume.check_spec(resumed, spec, allow_changed_spec, _resume.say)
+            then, now = resumed.state.get("world_size", 1), distributed.world().size
+            if then != now and distributed.world().is_main:
+                _resume.say(f"the checkpoint was written by {then} process(es), this run has {now}: the rest "
+                            "of the epoch is batched for this run (each sample still read once); the global "
+                            "batch, and so the meaning of a step, changes with the number of processes")
             _resume.say(f"resuming from {resumed.path} (epoch {resumed.state['epoch'] + 1}, "
                         f"batch {resumed.state['batch']}, step {resumed.state['step']})")
             out_dir = resumed.run_dir
@@ -129,7 +134,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
     generator = None
     if augment is not None:
         generator = torch.Generator(device=device if device.type == "cuda" else "cpu")
-        generator.manual_seed(mix_seed(cfg.seed, _AUGMENT_TAG))
+        generator.manual_seed(mix_seed(cfg.seed, _AUGMENT_TAG, *distributed.rank_key()))
 
     # what is monitored; a val_* name falls back to train_* when there is no validation split
     notes = [runtime.note] if runtime.note else []
@@ -179,7 +184,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
         return {"format": 1, "world_size": distributed.world().size, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "schedule": sched.state_dict() if sched is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
-                "epoch": epoch, "batch": batch, "step": step, "rng": rng_state(generator),
+                "epoch": epoch, "batch": batch, "sample": consumed if batch else 0, "step": step, "rng": rng_state(generator),
                 "history": list(history), "best": best.state(),
                 "early_stop": stopper.state() if stopper else None, "nan_skips": nan_skips,
                 "partial_epoch": {"loss_total": loss_total, "loss_count": loss_count, "samples": samples,
@@ -249,17 +254,19 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
     display.start(epochs=epochs, steps_per_epoch=steps_per_epoch, info=info)
     for note in dict.fromkeys(notes):
         display.message(note)
-    start_epoch, start_batch, carried = 0, 0, None      # where a resumed run picks up
+    start_epoch, start_sample, carried = 0, 0, None     # where a resumed run picks up
+    global_batch = b.batch_size * distributed.world().size
     if resumed is not None:
-        from nnspec.runtime.resume import partial, restore
+        from nnspec.runtime.resume import partial, restore, resume_sample
         state = resumed.state
         restore(state, model=model, optimizer=opt, scheduler=sched, scaler=scaler, generator=generator,
                 best=best, stopper=stopper)
         groups = opt.param_groups                  # load_state_dict replaces the list
         history = list(state["history"])
         step, nan_skips, last_saved = state["step"], state.get("nan_skips", 0), state["step"]
-        start_epoch, start_batch = state["epoch"], state["batch"]
-        carried = partial(state) if start_batch else None
+        start_epoch, start_sample = state["epoch"], resume_sample(state, b.batch_size)
+        carried = partial(state) if start_sample else None
+        distributed.reseed_after_resume(cfg.seed, step, generator)
         last_finite = carried["last_finite"] if carried else None
     t_setup = time.perf_counter() - t_start
     t_loop = time.perf_counter()
@@ -273,10 +280,10 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
             window: list[torch.Tensor] = []         # micro-batch losses since the last log point
             window_step = epoch_first_step = step    # optimizer step of window[0]
             loss_total, loss_count, samples, micro, batch_no, bad_step = 0.0, 0, 0, 0, 0, False
-            skip_to = start_batch if epoch == start_epoch else 0
-            if skip_to and carried:           # mid-epoch resume: the lr came back with the optimizer
+            consumed = start_sample if epoch == start_epoch else 0   # samples of this epoch's order read
+            if consumed and carried:          # mid-epoch resume: the lr came back with the optimizer
                 loss_total, loss_count, samples, batch_no = (carried["loss_total"], carried["loss_count"],
-                                                             carried["samples"], skip_to)
+                                                             carried["samples"], consumed // global_batch)
             elif sched is not None and per_epoch_lr:
                 set_lr(step)
 
@@ -322,11 +329,12 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
                 return max_steps is not None and step >= max_steps
 
             batches = split.batches(b.batch_size, shuffle=shuffle, epoch=epoch, seed=cfg.seed, device=device,
-                                    drop_last=drop_last, start_batch=skip_to)
+                                    drop_last=drop_last, start_sample=consumed)
             stop = False
             for x, y in batches:
                 batch_no += 1
                 samples += x.shape[0]
+                consumed = min(len(data.train), consumed + global_batch)
                 if augment is not None:
                     x = augment(x, generator)
                 if closure_opt:
