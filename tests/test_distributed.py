@@ -126,6 +126,46 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, optimizer):
 
 
 @pytest.mark.slow
+def test_accumulation_syncs_gradients_once_per_step_and_matches_one_process(tmp_path, monkeypatch):
+    """2 ranks × batch 8 × accumulate 4 vs 1 process × batch 16 × accumulate 4. 90 micro-batches
+    per epoch (the last a short one of 13): 22 steps, then a step of the 2 left over, which must
+    sync too. A DDP communication hook counts the gradient buckets all-reduced: the same
+    number at every optimizer step, and none for the micro-batches in between."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(textwrap.dedent("""\
+        import atexit, os
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+        from torch.nn.parallel import DistributedDataParallel
+        calls = [0]
+        real_init = DistributedDataParallel.__init__
+        def counting(state, bucket):
+            calls[0] += 1
+            return allreduce_hook(state, bucket)
+        def init(self, *a, **k):
+            real_init(self, *a, **k)
+            self.register_comm_hook(None, counting)
+        DistributedDataParallel.__init__ = init
+        atexit.register(lambda: open(os.environ["COUNT_FILE"] + os.environ.get("RANK", "x"), "w").write(str(calls[0])))
+    """))
+    accumulate = "    accumulate 4\n"
+    two, one = tmp_path / "two.nn", tmp_path / "one.nn"
+    two.write_text(SPEC.format(batch=8, optimizer="sgd(lr = 0.1, momentum = 0.9)").replace("    device cpu\n", "    device cpu\n" + accumulate))
+    one.write_text(SPEC.format(batch=16, optimizer="sgd(lr = 0.1, momentum = 0.9)").replace("    device cpu\n", "    device cpu\n" + accumulate))
+    r2 = _train(two, tmp_path / "r2", "--nproc", "2", env=_env(PYTHONPATH=str(hook), COUNT_FILE=str(tmp_path / "count")))
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    r1 = _train(one, tmp_path / "r1")
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    w2, w1 = load_file(tmp_path / "r2" / "weights.safetensors"), load_file(tmp_path / "r1" / "weights.safetensors")
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-6)
+    steps, micro_batches = 2 * 23, 2 * 90
+    for rank in "01":
+        buckets = int((tmp_path / f"count{rank}").read_text())
+        assert buckets > 0 and buckets % steps == 0 and buckets // steps < micro_batches // steps, buckets
+
+
+@pytest.mark.slow
 def test_a_failing_rank_ends_the_run_with_its_error(tmp_path):
     hook = tmp_path / "hook"
     hook.mkdir()

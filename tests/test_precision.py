@@ -103,8 +103,10 @@ def test_a_failing_compile_falls_back_to_eager_with_a_warning():
 
 def test_prepare_single_process_cpu_is_the_plain_model():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
-    train_fwd, eval_fwd = prepare(model, torch.device("cpu"), compile=False, seed=0)
-    assert train_fwd is model and eval_fwd is model
+    forwards = prepare(model, torch.device("cpu"), compile=False, seed=0)
+    assert forwards.train is model and forwards.eval is model
+    with forwards.no_sync():                             # nothing to hold back in one process
+        pass
     assert model[0].weight.is_contiguous()               # channels_last is for CUDA only
 
 
@@ -122,6 +124,6 @@ def test_cuda_mixed_precision_trains(tmp_path, precision):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_conv_models_use_channels_last():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()).cuda()
-    train_fwd, _ = prepare(model, torch.device("cuda", 0), compile=False, seed=0)
+    train_fwd = prepare(model, torch.device("cuda", 0), compile=False, seed=0).train
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert train_fwd(torch.randn(2, 3, 8, 8, device="cuda")).shape == (2, 4 * 36)

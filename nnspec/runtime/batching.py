@@ -70,6 +70,10 @@ class Split:
                 drop_last: bool = False, start_sample: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         raise NotImplementedError
 
+    def batch_count(self, batch_size: int, drop_last: bool = False, start_sample: int = 0) -> int:
+        """How many batches `batches` yields with these arguments."""
+        return len(self._plan(batch_size, drop_last, start_sample)[1])
+
     def _plan(self, batch_size: int, drop_last: bool, start_sample: int) -> tuple[int, range]:
         """(first sample of the epoch's order to read, the batches of what is left)."""
         if batch_size < 1:

@@ -29,6 +29,7 @@ run instead of hanging it; the elastic launcher also ends every rank when one fa
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
@@ -141,6 +142,11 @@ class ShardedSplit(Split):
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         full, mine, _ = _shard_plan(len(self.split), batch_size, self.world.size, self.world.rank, drop_last)
+        return full + (mine > 0)
+
+    def batch_count(self, batch_size: int, drop_last: bool = False, start_sample: int = 0) -> int:
+        start, _ = self._plan(batch_size, drop_last, start_sample)
+        full, mine, _ = _shard_plan(len(self.split) - start, batch_size, self.world.size, self.world.rank, drop_last)
         return full + (mine > 0)
 
     def local_order(self, batch_size: int, shuffle: bool, epoch: int, seed: int, drop_last: bool,
@@ -290,8 +296,18 @@ def check_supported(flags: frozenset, needs_closure: str, create_graph: str, spa
                     span, "train with one process (no --nproc / torchrun)")
 
 
-def prepare(model: nn.Module, device: torch.device, *, compile: bool, seed: int) -> tuple[Callable, Callable]:
-    """(training forward, evaluation forward) for `model`. Distributed: joins the group, wraps
+@dataclass(frozen=True)
+class Forwards:
+    """The model's forwards. `no_sync()`: a context in which a training forward and backward
+    leave gradients local (DDP's no_sync: the micro-batches of an accumulation before the last
+    one); a no-op in a single process."""
+    train: Callable
+    eval: Callable
+    no_sync: Callable[[], Any] = contextlib.nullcontext
+
+
+def prepare(model: nn.Module, device: torch.device, *, compile: bool, seed: int) -> Forwards:
+    """Training and evaluation forwards for `model`. Distributed: joins the group, wraps
     the model in DDP for training (evaluation uses the plain model: no collectives), and gives
     each rank its own random stream (dropout) from here on. CUDA conv models use channels_last.
     `compile`: torch.compile with an eager fallback. `model` itself stays unwrapped, so its
@@ -301,11 +317,13 @@ def prepare(model: nn.Module, device: torch.device, *, compile: bool, seed: int)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     train_fwd: Callable = model
+    no_sync: Callable[[], Any] = contextlib.nullcontext
     if w.active:
         ensure_group(device)
         from torch.nn.parallel import DistributedDataParallel
         ids = [device.index] if device.type == "cuda" else None
         train_fwd = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None)
+        no_sync = train_fwd.no_sync
         if w.rank:
             torch.manual_seed(mix_seed(seed, w.rank, _RANK_SEED_TAG) % 2**63)
     eval_fwd: Callable = model
@@ -314,7 +332,7 @@ def prepare(model: nn.Module, device: torch.device, *, compile: bool, seed: int)
         eval_fwd = _compile(model) if w.active else train_fwd
     if channels_last:
         train_fwd, eval_fwd = _ChannelsLast(train_fwd), _ChannelsLast(eval_fwd)
-    return train_fwd, eval_fwd
+    return Forwards(train_fwd, eval_fwd, no_sync)
 
 
 def rank_key() -> tuple[int, ...]:

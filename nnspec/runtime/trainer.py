@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,8 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
     model, opt, sched, loss_fn, runtime = b.model, b.optimizer, b.scheduler, b.loss, b.runtime
     data, device = b.data, b.device
     distributed.check_supported(b.flags, NEEDS_CLOSURE, CREATE_GRAPH, cfg.span)
-    fwd, eval_fwd = distributed.prepare(model, device, compile=cfg.compile, seed=cfg.seed)  # DDP/compile
+    forwards = distributed.prepare(model, device, compile=cfg.compile, seed=cfg.seed)  # DDP/compile
+    fwd, eval_fwd = forwards.train, forwards.eval
     is_main = distributed.world().is_main         # only rank 0 prints and writes the run folder
     params = [p for g in opt.param_groups for p in g["params"]]
     groups = opt.param_groups
@@ -331,8 +333,10 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
             batches = split.batches(b.batch_size, shuffle=shuffle, epoch=epoch, seed=cfg.seed, device=device,
                                     drop_last=drop_last, start_sample=consumed)
             stop = False
+            still = split.batch_count(b.batch_size, drop_last, consumed)   # batches still to come
             for x, y in batches:
                 batch_no += 1
+                still -= 1
                 samples += x.shape[0]
                 consumed = min(len(data.train), consumed + global_batch)
                 if augment is not None:
@@ -349,26 +353,28 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
                     continue
                 if micro == 0 and sched is not None and not per_epoch_lr:
                     set_lr(step)
-                if autocast:
-                    with runtime.autocast():
+                # micro-batches before the last of an accumulation keep their gradients local (DDP)
+                with forwards.no_sync() if micro < acc - 1 and still else nullcontext():
+                    if autocast:
+                        with runtime.autocast():
+                            out = fwd(x)
+                            loss = loss_fn(out, y)
+                    else:
                         out = fwd(x)
                         loss = loss_fn(out, y)
-                else:
-                    out = fwd(x)
-                    loss = loss_fn(out, y)
-                if train_metrics:
-                    for m in train_metrics:
-                        m.update(out, y)
-                if split is not data.train and (weight := distributed.batch_weight(split)) != 1.0:
-                    loss = loss * weight              # a short last global batch (distributed.py)
-                window.append(loss.detach())
-                if skip_nan and not distributed.all_finite(loss):
-                    bad_step = True
-                else:
-                    scaled = loss / acc if acc > 1 else loss
-                    if scaler is not None:
-                        scaled = scaler.scale(scaled)
-                    scaled.backward(create_graph=create_graph)
+                    if train_metrics:
+                        for m in train_metrics:
+                            m.update(out, y)
+                    if split is not data.train and (weight := distributed.batch_weight(split)) != 1.0:
+                        loss = loss * weight              # a short last global batch (distributed.py)
+                    window.append(loss.detach())
+                    if skip_nan and not distributed.all_finite(loss):
+                        bad_step = True
+                    else:
+                        scaled = loss / acc if acc > 1 else loss
+                        if scaler is not None:
+                            scaled = scaler.scale(scaled)
+                        scaled.backward(create_graph=create_graph)
                 micro += 1
                 if micro < acc:
                     continue
