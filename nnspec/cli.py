@@ -152,11 +152,16 @@ def cmd_train(args) -> int:
         _print_diagnostics(err.diagnostics, {**spec.sources, **err.sources}, "text", out=sys.stderr)
         return EXIT_INVALID
     except TrainingInterrupted as stop:
+        if os.environ.get("RANK", "0") != "0":          # rank 0 speaks for the run
+            return EXIT_STOPPED
         print(f"nnspec: {stop}", file=sys.stderr)
         if stop.run_dir is not None:
             import shlex
-            again = ["nnspec", "train", args.spec, *(f"--set={s}" for s in args.set), "--resume", str(stop.run_dir)]
-            print(f"resume with: {shlex.join(again)}", file=sys.stderr)
+            nproc = os.environ.get("NNSPEC_NPROC")       # set by `--nproc`; torchrun users rerun torchrun
+            again = ["nnspec", "train", args.spec, *(f"--set={s}" for s in args.set), "--resume", str(stop.run_dir),
+                     *(["--nproc", nproc] if nproc else [])]
+            how = " (under the same torchrun command)" if "WORLD_SIZE" in os.environ and not nproc else ""
+            print(f"resume with: {shlex.join(again)}{how}", file=sys.stderr)
         return EXIT_STOPPED
     return EXIT_OK
 

@@ -206,3 +206,58 @@ def test_a_two_process_checkpoint_resumes_mid_epoch_in_one_process(tmp_path):
     w2, w1 = load_file(tmp_path / "r2" / "weights.safetensors"), load_file(tmp_path / "r1" / "weights.safetensors")
     for k in w2:
         torch.testing.assert_close(w1[k], w2[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_every_rank_after_one_step_and_resumes(tmp_path):
+    """The launcher passes SIGTERM on; the ranks agree on a step, rank 0 checkpoints and prints the
+    resume command (with --nproc), the launcher exits 3 without a traceback, and the resumed run
+    ends with the weights of an uninterrupted one."""
+    import json
+    import signal
+    import time
+    spec = tmp_path / "s.nn"
+    spec.write_text(SPEC.format(batch=16, optimizer="sgd(lr = 0.05, momentum = 0.9)").replace("epochs 2", "epochs 40"))
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, "-m", "nnspec", "train", str(spec), "--quiet", "--out", str(out),
+                             "--nproc", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        rows = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+        if len(rows) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 3, err[-3000:]
+    assert "Traceback" not in err and "stopped by SIGTERM after step" in err
+    assert "--nproc 2" in next(line for line in err.splitlines() if line.startswith("resume with: "))
+    stopped_at = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
+    assert stopped_at < 40
+    done = _train(spec, out, "--resume", str(out), "--nproc", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    reference = _train(spec, tmp_path / "reference", "--nproc", "2")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    w, ref = load_file(out / "weights.safetensors"), load_file(tmp_path / "reference" / "weights.safetensors")
+    for k in ref:
+        torch.testing.assert_close(w[k], ref[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_all_ranks_after_the_same_step(tmp_path):
+    """Only rank 1 gets SIGTERM: the vote still stops both ranks after one step, nothing hangs,
+    rank 0 writes the checkpoint and says how to resume."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(textwrap.dedent("""\
+        import os, signal, threading
+        if os.environ.get("RANK") == "1":
+            threading.Timer(4.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    """))
+    spec = tmp_path / "s.nn"
+    spec.write_text(SPEC.format(batch=16, optimizer="sgd(lr = 0.05)").replace("epochs 2", "epochs 300"))
+    r = _train(spec, tmp_path / "run", "--nproc", "2", env=_env(PYTHONPATH=str(hook)))
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert "stopped by a signal to another process after step" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()

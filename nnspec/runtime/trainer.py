@@ -254,6 +254,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
     info = (f"training {Path(spec.path).name} on {runtime.describe()}{distributed.describe()}: {len(split):,} training samples, "
             f"{steps_per_epoch} steps per epoch" + (f", run folder {run.path}" if run else ""))
     display.start(epochs=epochs, steps_per_epoch=steps_per_epoch, info=info)
+    stop_vote = distributed.StopVote(stop_flag)
     for note in dict.fromkeys(notes):
         display.message(note)
     start_epoch, start_sample, carried = 0, 0, None     # where a resumed run picks up
@@ -323,11 +324,12 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
                     flush()
                     run.save_periodic(checkpoint_state(epoch, batch_no, step, history), epoch + 1, step,
                                       ck.keep_last)
-                if stop_flag is not None and stop_flag.requested:     # SIGINT/SIGTERM: save, then stop
+                if stop_vote():                  # SIGINT/SIGTERM (agreed by all ranks): save, then stop
                     from nnspec.runtime.signals import TrainingInterrupted
                     flush()
                     saved = run.save_last(checkpoint_state(epoch, batch_no, step, history)) if run else None
-                    raise TrainingInterrupted(stop_flag.requested, step, saved, run.path if run else None)
+                    raise TrainingInterrupted(stop_flag.requested or "a signal to another process", step, saved,
+                                              run.path if run else None)
                 return max_steps is not None and step >= max_steps
 
             batches = split.batches(b.batch_size, shuffle=shuffle, epoch=epoch, seed=cfg.seed, device=device,
@@ -466,6 +468,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
             run.save_weights(model, {"nnspec_spec": Path(spec.path).name, "nnspec_digest": spec.digest})
             run.write_summary(summary)
         display.finish(summary)
+        stop_vote.close()
     finally:
         display.close()
         if run is not None:
