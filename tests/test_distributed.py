@@ -122,7 +122,8 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, optimizer):
     assert [r["step"] for r in rows2] == [r["step"] for r in rows1] == [45, 90]
     for a, b in zip(rows2, rows1):           # the logged loss is the mean over both ranks
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-        assert a["val_accuracy"] == b["val_accuracy"]
+        assert a["val_accuracy"] == b["val_accuracy"]          # val is sharded over the ranks, then merged
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
 
 
 @pytest.mark.slow
@@ -261,3 +262,21 @@ def test_a_signal_to_one_rank_stops_all_ranks_after_the_same_step(tmp_path):
     assert r.returncode == 3, r.stderr[-3000:]
     assert "stopped by a signal to another process after step" in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+def test_evaluation_is_shared_out_only_when_every_metric_can_merge(monkeypatch):
+    from nnspec.runtime.distributed import eval_share
+    from nnspec.runtime.metrics import Accuracy, Metric
+
+    class Plugin(Metric):                       # a third-party metric that cannot merge
+        pass
+
+    assert eval_share(10, [Accuracy()]) == (0, 10)                     # one process
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    shares = []
+    for rank in range(3):
+        monkeypatch.setenv("RANK", str(rank))
+        shares.append(eval_share(10, [Accuracy()]))
+        assert eval_share(10, [Accuracy(), Plugin()]) == (0, 10)
+    assert shares == [(0, 3), (3, 6), (6, 10)]
+    assert eval_share(2, [])[0] <= eval_share(2, [])[1]

@@ -269,3 +269,33 @@ def test_update_sources_contain_no_host_sync():
     for source in sources:
         for call in (".item(", ".tolist(", ".cpu(", ".numpy(", "float(", "bool("):
             assert call not in source, (call, source.splitlines()[0])
+
+
+# --- partial states merge (sharded evaluation in data-parallel runs) ----------------------------
+
+@pytest.mark.parametrize("name", sorted(METRIC))
+def test_every_builtin_metric_merges_partial_states_into_the_whole_result(name):
+    """Shares of one split (one of them empty, like a rank with no samples), each measured by its
+    own metric, then merged in order by a fresh one: the result of measuring the whole split."""
+    keyword = {"k": 2} if name == "top_k" else {}
+    regression = CLASSIFICATION not in METRIC[name].flags
+    g = gen(3)
+    output = torch.randn(50, 4, generator=g)
+    target = torch.randn(50, 4, generator=g) if regression else torch.randint(0, 4, (50,), generator=g)
+    whole = metric(name, 4, **keyword)
+    for lo in range(0, 50, 7):
+        whole.update(output[lo:lo + 7], target[lo:lo + 7])
+    assert whole.mergeable
+    states = []
+    for lo, hi in ((0, 0), (0, 13), (13, 31), (31, 50)):
+        part = metric(name, 4, **keyword)
+        for a in range(lo, hi, 5):
+            part.update(output[a:min(a + 5, hi)], target[a:min(a + 5, hi)])
+        states.append(part.state())
+    merged = metric(name, 4, **keyword)
+    for state in states:
+        merged.merge_state(state)
+    expected, got = whole.compute(), merged.compute()
+    assert expected.keys() == got.keys()
+    for key in expected:
+        np.testing.assert_allclose(np.asarray(got[key], dtype=float), np.asarray(expected[key], dtype=float), rtol=1e-9)

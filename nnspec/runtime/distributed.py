@@ -20,9 +20,9 @@ epoch the same way and reads each remaining sample once.
 What crosses processes: gradients (DDP, averaged), a finite-loss vote when `on_nan skip`, and
 once per epoch the training loss and sample counts (summed) plus rank 0's train_* metrics
 (broadcast, so every rank takes the same monitoring and early-stop decisions). Validation and
-test splits are evaluated whole on every rank (weights are identical on all ranks): exact for
-every metric, plugins included, and no collective can hang there; it costs evaluation time
-that is not divided by the number of ranks. Only rank 0 prints and writes the run folder.
+test splits are split into contiguous shares, one per rank, and the loss sums and metric states
+are combined (`eval_share`, `combine_eval`); when a (plugin) metric cannot merge partial states,
+every rank evaluates the whole split instead. Only rank 0 prints and writes the run folder.
 
 Collectives time out after NNSPEC_DIST_TIMEOUT seconds (default 120), so a dead peer ends the
 run instead of hanging it; the elastic launcher also ends every rank when one fails.
@@ -262,6 +262,35 @@ def shard(split: Split) -> Split:
 def batch_weight(split: Split) -> float:
     """The loss weight of the batch `split` last yielded (1.0 unless sharded with a short tail)."""
     return getattr(split, "batch_weight", 1.0)
+
+
+# ---- sharded evaluation ---------------------------------------------------------------------------
+
+def eval_share(n: int, metrics) -> tuple[int, int]:
+    """The samples [lo, hi) of an n-sample split this rank evaluates: a contiguous share when
+    every metric can merge partial states (built-ins can), else the whole split on every rank
+    (exact for any plugin metric, but not divided by the number of ranks)."""
+    w = world()
+    if not w.active or not all(getattr(m, "mergeable", False) for m in metrics):
+        return 0, n
+    return n * w.rank // w.size, n * (w.rank + 1) // w.size
+
+
+def combine_eval(total: Tensor, count: int, metrics, sharded: bool) -> tuple[float, int]:
+    """Sum the loss over the ranks' shares and merge the metrics' states (each rank merges all
+    states in rank order, so every rank computes the same numbers)."""
+    if not sharded:
+        return total.item(), count
+    sums = torch.stack([total.double(), torch.tensor(float(count), dtype=torch.float64, device=total.device)])
+    torch.distributed.all_reduce(sums)
+    states: list = [None] * world().size
+    torch.distributed.all_gather_object(states, [m.state() for m in metrics])
+    for i, m in enumerate(metrics):
+        m.reset()
+        for rank_states in states:
+            m.merge_state(rank_states[i])
+    total_sum, all_count = sums.tolist()
+    return total_sum, int(all_count)
 
 
 # ---- collectives the loop uses -----------------------------------------------------------------

@@ -7,24 +7,32 @@ import torch
 from torch import nn
 
 from nnspec.errors import error
+from nnspec.runtime import distributed
 from nnspec.runtime.assemble import Built
 
 
 def evaluate_split(fwd, model: nn.Module, split, loss_fn, metrics, b: Built, batch_size: int) -> dict:
-    """Loss (averaged over samples) and metrics of one split, in eval mode; one sync at the end."""
+    """Loss (averaged over samples) and metrics of one split, in eval mode; one sync at the end.
+    In a data-parallel run each process evaluates its share and the shares are combined (see
+    distributed.eval_share); every process gets the same result."""
     model.eval()
     for m in metrics:
         m.reset()
-    total, count = None, 0
+    lo, hi = distributed.eval_share(len(split), metrics)
+    total, count = torch.zeros((), dtype=torch.float64, device=b.device), 0
     with torch.no_grad(), b.runtime.autocast():
-        for x, y in split.batches(batch_size, shuffle=False, device=b.device):
+        for x, y in split.batches(batch_size, shuffle=False, device=b.device, start_sample=lo):
+            if count + x.shape[0] > hi - lo:
+                x, y = x[:hi - lo - count], y[:hi - lo - count]
+            if x.shape[0] == 0:
+                break
             out = fwd(x)
-            part = loss_fn(out, y).detach().float() * x.shape[0]
-            total = part if total is None else total + part
+            total = total + loss_fn(out, y).detach().double() * x.shape[0]
             count += x.shape[0]
             for m in metrics:
                 m.update(out, y)
-    result = {"loss": total.item() / count if count else math.nan}
+    total, count = distributed.combine_eval(total, count, metrics, (lo, hi) != (0, len(split)))
+    result = {"loss": total / count if count else math.nan}
     for m in metrics:
         result.update(m.compute())
     model.train()

@@ -21,8 +21,18 @@ from nnspec.runtime.losses import match_target
 
 
 class Metric:
-    """The interface the trainer uses."""
+    """The interface the trainer uses. A metric that sets `mergeable` also gives its partial
+    state (`state`: plain values and CPU tensors) and folds other partial states into its own
+    (`merge_state`), so a data-parallel run evaluates each process's share of a split and
+    combines them; other metrics make every process evaluate the whole split."""
     name = "metric"
+    mergeable = False
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def merge_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -56,8 +66,28 @@ def _predicted(output: Tensor) -> Tensor:
     return output.argmax(dim=-1)
 
 
-class Accuracy(Metric):
+class _Summed(Metric):
+    """A metric whose state is counts and sums (None before the first update): merged by adding."""
+    mergeable = True
+    _sums: tuple[str, ...] = ()
+
+    def state(self) -> dict[str, Any]:
+        return {k: v.cpu() if isinstance(v, Tensor) else v for k in self._sums for v in [getattr(self, k)]}
+
+    def merge_state(self, state: dict[str, Any]) -> None:
+        for k in self._sums:
+            mine, other = getattr(self, k), state[k]
+            if other is None:
+                continue
+            if mine is None:
+                setattr(self, k, other)
+            else:
+                setattr(self, k, mine + (other.to(mine.device) if isinstance(other, Tensor) else other))
+
+
+class Accuracy(_Summed):
     name = "accuracy"
+    _sums = ("correct", "total")
 
     def __init__(self) -> None:
         self.reset()
@@ -95,11 +125,13 @@ class TopK(Accuracy):
         return (best == target.unsqueeze(-1)).any(dim=-1)
 
 
-class Confusion(Metric):
+class Confusion(_Summed):
     """A [classes, classes] count matrix (rows: labels, columns: predictions) and what
     precision, recall and f1 derive from it. `average = macro` averages over the classes that
     occur among labels or predictions (as scikit-learn does without explicit labels); a class
     with nothing to divide by scores 0."""
+
+    _sums = ("matrix",)
 
     def __init__(self, name: str, num_classes: int | None, average: str = "macro") -> None:
         self.name, self.num_classes, self.average = name, num_classes, average
@@ -157,8 +189,9 @@ def _columns(name: str, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]
     return output.detach().reshape(-1, width).to(dtype), target.reshape(-1, width).to(dtype)
 
 
-class ErrorMean(Metric):
+class ErrorMean(_Summed):
     """Mean of |error|^power over every element (mse: power 2, also reporting rmse; mae: 1)."""
+    _sums = ("total", "count")
 
     def __init__(self, name: str, power: int) -> None:
         self.name, self.power = name, power
@@ -186,6 +219,7 @@ class R2(Metric):
     variance is merged batch by batch (Chan et al.), which stays accurate where the textbook
     Σy² - (Σy)²/n cancels. A constant target scores 1 if predicted exactly, else 0."""
     name = "r2"
+    mergeable = True
 
     def __init__(self) -> None:
         self.reset()
@@ -202,17 +236,27 @@ class R2(Metric):
         if rows == 0:
             return
         batch_mean = tgt.mean(dim=0)
-        batch_m2 = (tgt - batch_mean).square().sum(dim=0)
-        sse = (out - tgt).square().sum(dim=0)
+        self._merge(rows, batch_mean, (tgt - batch_mean).square().sum(dim=0), (out - tgt).square().sum(dim=0))
+
+    def _merge(self, rows: int, mean: Tensor, m2: Tensor, sse: Tensor) -> None:
         if self.mean is None:
-            self.mean, self.m2, self.sse = batch_mean, batch_m2, sse
+            self.mean, self.m2, self.sse = mean, m2, sse
         else:
+            mean, m2, sse = (t.to(self.mean.device) for t in (mean, m2, sse))
             total = self.n + rows
-            delta = batch_mean - self.mean
+            delta = mean - self.mean
             self.mean = self.mean + delta * (rows / total)
-            self.m2 = self.m2 + batch_m2 + delta.square() * (self.n * rows / total)
+            self.m2 = self.m2 + m2 + delta.square() * (self.n * rows / total)
             self.sse = self.sse + sse
         self.n += rows
+
+    def state(self) -> dict[str, Any]:
+        return {"n": self.n, **{k: None if v is None else v.cpu()
+                                for k, v in (("mean", self.mean), ("m2", self.m2), ("sse", self.sse))}}
+
+    def merge_state(self, state: dict[str, Any]) -> None:
+        if state["n"]:
+            self._merge(state["n"], state["mean"], state["m2"], state["sse"])
 
     def compute(self) -> dict[str, float | list]:
         if self.m2 is None:
