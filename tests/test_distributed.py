@@ -106,8 +106,9 @@ def _train(spec_path, out, *args, env=None):
 def test_two_processes_match_one_process_with_double_batch(tmp_path, optimizer):
     # 1437 training samples: 44 full global batches of 32 and a short one of 29 (15 + 14)
     two, one = tmp_path / "two.nn", tmp_path / "one.nn"
-    two.write_text(SPEC.format(batch=16, optimizer=optimizer))
-    one.write_text(SPEC.format(batch=32, optimizer=optimizer))
+    monitored = "    device cpu\n    monitor(train_accuracy, mode = max)\n"     # train metrics are tracked
+    two.write_text(SPEC.format(batch=16, optimizer=optimizer).replace("    device cpu\n", monitored))
+    one.write_text(SPEC.format(batch=32, optimizer=optimizer).replace("    device cpu\n", monitored))
     r2 = _train(two, tmp_path / "r2", "--nproc", "2")
     assert r2.returncode == 0, r2.stderr[-3000:]
     r1 = _train(one, tmp_path / "r1")
@@ -123,6 +124,7 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, optimizer):
     for a, b in zip(rows2, rows1):           # the logged loss is the mean over both ranks
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["val_accuracy"] == b["val_accuracy"]          # val is sharded over the ranks, then merged
+        assert a["train_accuracy"] == b["train_accuracy"]      # over both ranks' batches, not rank 0's
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
 
 

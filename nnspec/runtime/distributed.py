@@ -18,8 +18,9 @@ read so far (by all ranks), so a run resumed with any number of ranks shards the
 epoch the same way and reads each remaining sample once.
 
 What crosses processes: gradients (DDP, averaged), a finite-loss vote when `on_nan skip`, and
-once per epoch the training loss and sample counts (summed) plus rank 0's train_* metrics
-(broadcast, so every rank takes the same monitoring and early-stop decisions). Validation and
+once per epoch the training loss and sample counts (summed) plus the train_* metrics (merged
+over the ranks, or rank 0's where a plugin metric cannot merge; broadcast either way, so every
+rank takes the same monitoring and early-stop decisions). Validation and
 test splits are split into contiguous shares, one per rank, and the loss sums and metric states
 are combined (`eval_share`, `combine_eval`); when a (plugin) metric cannot merge partial states,
 every rank evaluates the whole split instead. Only rank 0 prints and writes the run folder.
@@ -283,14 +284,26 @@ def combine_eval(total: Tensor, count: int, metrics, sharded: bool) -> tuple[flo
         return total.item(), count
     sums = torch.stack([total.double(), torch.tensor(float(count), dtype=torch.float64, device=total.device)])
     torch.distributed.all_reduce(sums)
+    _merge_states(metrics)
+    total_sum, all_count = sums.tolist()
+    return total_sum, int(all_count)
+
+
+def merge_metrics(metrics) -> None:
+    """Make training metrics cover every rank's batches (when all of them can merge; otherwise
+    `sync_row` shares rank 0's)."""
+    if world().active and metrics and all(getattr(m, "mergeable", False) for m in metrics):
+        _merge_states(metrics)
+
+
+def _merge_states(metrics) -> None:
+    """Every rank gathers all ranks' metric states and merges them in rank order."""
     states: list = [None] * world().size
     torch.distributed.all_gather_object(states, [m.state() for m in metrics])
     for i, m in enumerate(metrics):
         m.reset()
         for rank_states in states:
             m.merge_state(rank_states[i])
-    total_sum, all_count = sums.tolist()
-    return total_sum, int(all_count)
 
 
 # ---- collectives the loop uses -----------------------------------------------------------------
@@ -308,7 +321,8 @@ def all_finite(loss: Tensor) -> bool:
 def sync_row(row: dict, loss_total: float, loss_count: int, samples: int, seconds: float,
              device: torch.device) -> dict:
     """Make an epoch row the same on every rank: training loss over all ranks, samples/s of the
-    whole run, and rank 0's train_* metrics."""
+    whole run, and rank 0's train_* metrics (already merged over the ranks by `merge_metrics`
+    when they can be)."""
     if not world().active:
         return row
     sums = torch.tensor([loss_total, float(loss_count), float(samples)], dtype=torch.float64, device=device)

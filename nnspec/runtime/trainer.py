@@ -404,6 +404,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
             # ---- epoch end: validation, row, display, checkpoints, early stopping ----
             row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "lr": groups[shown_group]["lr"],
                                    "train_loss": loss_total / loss_count if loss_count else math.nan}
+            distributed.merge_metrics(train_metrics)
             for m in train_metrics:
                 row.update({f"train_{k}": v for k, v in m.compute().items()})
             if data.val is not None:
