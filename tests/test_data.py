@@ -439,3 +439,17 @@ def test_batches_are_read_ahead_unless_every_core_computes(monkeypatch):
     assert batching.reads_ahead(torch.device("cpu"))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")                     # two ranks × 2 threads on 4 cores
     assert not batching.reads_ahead(torch.device("cpu"))
+
+
+def test_memmapped_batches_for_an_accelerator_move_whole_windows(tmp_path, monkeypatch):
+    """The accelerator path (read ahead by the thread, one transfer per window, batches sliced and
+    normalized on the device), run on torch's meta device: shapes, dtypes and counts only."""
+    monkeypatch.setattr(batching, "WINDOW_BYTES", 24 * 32 * 3)                  # 3 batches per window
+    ids_npy(tmp_path, n=500, features=6)
+    kw = dict(base=tmp_path, shape=(2, 3), classification=True, num_outputs=3)
+    mapped = load(config("npy", mmap=True, normalize="standard"), **kw).train
+    got = list(mapped.batches(32, shuffle=True, epoch=1, seed=2, device="meta"))
+    assert len(got) == mapped.num_batches(32)
+    assert all(x.device.type == "meta" and y.device.type == "meta" for x, y in got)
+    assert [x.shape[0] for x, _ in got] == [y.shape[0] for _, y in got]
+    assert sum(x.shape[0] for x, _ in got) == len(mapped) and got[0][0].shape[1:] == (2, 3)
