@@ -214,6 +214,23 @@ def test_changed_spec_is_refused_with_a_diff_unless_allowed(setup, capsys):
     assert [r["epoch"] for r in result.history] == [1, 2, 3, 4] and result.summary["steps"] == 40
 
 
+@pytest.mark.parametrize("change, where, needle", [
+    ("linear(16)", "linear(20)", "linear_0.weight is [16, 8] in the checkpoint, [20, 8] here"),
+    ("optimizer adam(lr = 1e-2)", "optimizer sgd(lr = 1e-2, momentum = 0.9)", "written by an optimizer with amsgrad"),
+])
+def test_an_allowed_change_that_does_not_fit_the_checkpoint_is_a_located_error(setup, capsys, change, where, needle):
+    root, spec, _ = setup
+    out = root / f"misfit-{where[:6]}"
+    shutil.copytree(root / "reference", out)
+    changed = spec.parent / f"misfit-{where[:6]}.nn"
+    changed.write_text(SPEC.replace(change, where))
+    code = cli.main(["train", str(changed), "--out", str(out), "--resume", "--allow-changed-spec", "--quiet"])
+    err = capsys.readouterr().err
+    line = next(i for i, text in enumerate(SPEC.replace(change, where).splitlines(), 1) if where in text)
+    assert code == cli.EXIT_INVALID and "E913" in err and needle in err, err
+    assert "Traceback" not in err and (f":{line}:" in err or ":1:1:" in err)
+
+
 def test_sigterm_checkpoints_exits_3_and_resume_completes(setup):
     root, spec, reference = setup
     out = root / "term"

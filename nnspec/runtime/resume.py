@@ -183,19 +183,47 @@ def set_rng_state(rng: dict, generator: torch.Generator | None) -> None:
         generator.set_state(rng["augment"])
 
 
-def restore(state: dict, *, model, optimizer, scheduler, scaler, generator, best, stopper) -> None:
+def restore(state: dict, *, model, optimizer, scheduler, scaler, generator, best, stopper, spec=None) -> None:
     """Load a checkpoint's training state into freshly assembled objects (RNG last: nothing
-    may draw random numbers between this and the first resumed step)."""
+    may draw random numbers between this and the first resumed step). A checkpoint that does
+    not fit (a spec changed under --allow-changed-spec) is a located error, E913."""
+    def refuse(what: str, detail: str, span: Span | None):
+        return error("E913", f"--resume: the checkpoint's {what} does not fit this spec: {detail}",
+                     span or _span(spec), "--allow-changed-spec takes changes that keep every parameter and the "
+                     "optimizer (more epochs or steps, another lr or schedule); for another model, train afresh")
+    if misfits := _model_misfits(state["model"], model.state_dict()):
+        more = f" (and {len(misfits) - 3} more)" if len(misfits) > 3 else ""
+        raise refuse("model", "; ".join(misfits[:3]) + more, getattr(spec.model, "span", None) if spec else None)
+    saved, now = state["optimizer"].get("param_groups", []), optimizer.state_dict()["param_groups"]
+    settings = [(set(g) - {"params"}, len(g["params"])) for g in saved], [(set(g) - {"params"}, len(g["params"])) for g in now]
+    if settings[0] != settings[1]:
+        only_saved = sorted(set().union(*(k for k, _ in settings[0])) - set().union(*(k for k, _ in settings[1])))
+        only_now = sorted(set().union(*(k for k, _ in settings[1])) - set().union(*(k for k, _ in settings[0])))
+        detail = (f"it was written by an optimizer with {', '.join(only_saved)}; this spec's has {', '.join(only_now)}"
+                  if only_saved or only_now else f"{len(saved)} parameter group(s) then, {len(now)} now")
+        raise refuse("optimizer", detail, spec.optimizer.span if spec and spec.optimizer else None)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("schedule") is not None:
+            scheduler.load_state_dict(state["schedule"])
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise refuse("optimizer, schedule or scaler state", str(err).splitlines()[0], None) from None
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state.get("schedule") is not None:
-        scheduler.load_state_dict(state["schedule"])
-    if scaler is not None and state.get("scaler") is not None:
-        scaler.load_state_dict(state["scaler"])
     for tracker, saved in ((best, state.get("best")), (stopper, state.get("early_stop"))):
         if tracker is not None and saved and saved.get("name") == tracker.name:
             tracker.value, tracker.epoch, tracker.wait = saved["value"], saved["epoch"], saved["wait"]
     set_rng_state(state["rng"], generator)
+
+
+def _model_misfits(saved: dict, current: dict) -> list[str]:
+    """How a checkpoint's weights differ from the model's, one phrase per parameter."""
+    out = [f"{k} is {list(saved[k].shape)} in the checkpoint, {list(v.shape)} here"
+           for k, v in current.items() if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    out += [f"{k} is new" for k in current if k not in saved]
+    out += [f"{k} is gone" for k in saved if k not in current]
+    return out
 
 
 def say(message: str) -> None:

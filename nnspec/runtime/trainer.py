@@ -263,7 +263,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
         from nnspec.runtime.resume import partial, restore, resume_sample
         state = resumed.state
         restore(state, model=model, optimizer=opt, scheduler=sched, scaler=scaler, generator=generator,
-                best=best, stopper=stopper)
+                best=best, stopper=stopper, spec=spec)
         groups = opt.param_groups                  # load_state_dict replaces the list
         history = list(state["history"])
         step, nan_skips, last_saved = state["step"], state.get("nan_skips", 0), state["step"]
