@@ -407,7 +407,8 @@ def _check_size(text: str, path: str) -> None:
 
 
 def parse(text: str, path: str = "<string>") -> n.Module:
-    """Parse one file. Raises `NnspecError` at the first syntax error.
+    """Parse one file. Raises `NnspecError` with its syntax errors (the first one, then the first
+    of each later top-level item that has one).
 
     The AST is immutable, so a file parsed before (a block library imported by many specs in one
     `nnspec validate` run) is returned from a small cache."""
@@ -424,16 +425,71 @@ def parse(text: str, path: str = "<string>") -> n.Module:
 _parsed: dict[tuple[str, str], n.Module] = {}
 
 
+MAX_SYNTAX_ERRORS = 20
+
+
+def _top_level_starts(text: str) -> list[int]:
+    """Offsets of lines that begin a top-level item: a name in the first column, outside every
+    bracket, string and comment (and not `then`, which continues a schedule)."""
+    starts, depth, i, size = [], 0, 0, len(text)
+    at_line_start = True
+    while i < size:
+        ch = text[i]
+        if at_line_start and depth == 0 and (ch.isalpha() or ch == "_") and not text.startswith("then", i):
+            starts.append(i)
+        at_line_start = ch == "\n"
+        if ch == "#":
+            i = text.find("\n", i)
+            if i < 0:
+                break
+            continue
+        if ch == '"':
+            end = text.find('"', i + 1)
+            newline = text.find("\n", i + 1)
+            i = end + 1 if end >= 0 and (newline < 0 or end < newline) else (newline if newline >= 0 else size)
+            continue
+        if ch in "{([":
+            depth += 1
+        elif ch in "})]":
+            depth = max(0, depth - 1)
+        i += 1
+    return starts
+
+
+def _syntax_errors(parser, text: str, path: str, first: UnexpectedInput) -> list[Diagnostic]:
+    """The first syntax error, then the first of each later top-level item that has one.
+
+    Lark's token-skipping recovery mostly produced follow-on noise; restarting at the next item
+    that begins at the top level (blanking what came before, so lines, columns and offsets stay)
+    reports one error per broken item, and none after an unclosed bracket (no restart point)."""
+    found = [_syntax_diagnostic(first, path, text)]
+    starts = _top_level_starts(text)
+    while len(found) < MAX_SYNTAX_ERRORS:
+        line_end = -1
+        for _ in range(found[-1].span.line):            # the end of the line of the last error
+            line_end = text.find("\n", line_end + 1)
+            if line_end < 0:
+                break
+        restart = next((s for s in starts if s > line_end), None) if line_end >= 0 else None
+        if restart is None:
+            break
+        blanked = "".join(c if c == "\n" else " " for c in text[:restart]) + text[restart:]
+        try:
+            parser.parse(blanked)
+            break
+        except UnexpectedInput as err:
+            found.append(_syntax_diagnostic(err, path, blanked))
+    return found
+
+
 def _parse(text: str, path: str) -> n.Module:
     _check_size(text, path)
     parser = lark_parser()
-    # Only the first syntax error is reported: after it, Lark's token-skipping recovery mostly
-    # produces follow-on noise. Semantic checks, which report everything, need a parse anyway.
     _comments.found = comments = []
     try:
         tree = parser.parse(text)
     except UnexpectedInput as err:
-        raise NnspecError([_syntax_diagnostic(err, path, text)], {path: text}) from None
+        raise NnspecError(_syntax_errors(parser, text, path, err), {path: text}) from None
     except RecursionError:  # belt and braces: the grammar and builder do not recurse
         raise NnspecError([Diagnostic("error", "E601", "nesting too deep", Span(path, 1, 1, 1, 2))],
                           {path: text}) from None

@@ -103,3 +103,21 @@ def test_many_blank_lines_before_a_continuation_are_linear():
                                   "model m {\n input [3,\n 4]\n (relu\n) -> (residual {\n relu\n relu\n})\n}"])
 def test_newlines_inside_brackets_are_whitespace(text):
     parse(text, "t.nn")
+
+
+def test_each_broken_top_level_item_reports_its_first_syntax_error():
+    text = ('model m {\n    input [4]\n    linear(3) -> relu ->\n}\n'
+            'data digits { split(train = 0.8, val = 0.1, test = 0.1); batch 32 }   # a { in a comment\n'
+            'loss cross_entropy(label = "{")\n'
+            'optimizer adam(lr = = 1e-3)\n'
+            'train { epochs 2 2 }\n')
+    diags = errors_of(text)
+    assert [(d.code, d.span.line) for d in diags] == [("E100", 4), ("E100", 7), ("E100", 8)]
+    assert "missing value" in diags[1].message
+
+
+def test_no_restart_after_an_unclosed_bracket_or_inside_an_unindented_body():
+    unclosed = 'model m {\n    input [4]\n    linear(3 -> relu\n}\noptimizer adam(lr = = 1)\n'
+    assert len(errors_of(unclosed)) == 1
+    unindented = 'model m {\ninput [4]\nlinear(3) ->\n}\nloss cross_entropy\n'
+    assert [d.span.line for d in errors_of(unindented)] == [4]
