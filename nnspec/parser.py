@@ -7,6 +7,7 @@ rebuilt in memory). JSON, not pickle: loading the parser never unpickles anythin
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -459,26 +460,27 @@ def _top_level_starts(text: str) -> list[int]:
 def _syntax_errors(parser, text: str, path: str, first: UnexpectedInput) -> list[Diagnostic]:
     """The first syntax error, then the first of each later top-level item that has one.
 
-    Lark's token-skipping recovery mostly produced follow-on noise; restarting at the next item
-    that begins at the top level (blanking what came before, so lines, columns and offsets stay)
-    reports one error per broken item, and none after an unclosed bracket (no restart point)."""
+    Lark's token-skipping recovery mostly produced follow-on noise. Instead every top-level
+    item after the first error's line (from one item start to the next) is parsed on its own
+    and its error moved to where the item sits in the file: one error per broken item, none
+    after an unclosed bracket (no item starts there), and linear work however long the file."""
     found = [_syntax_diagnostic(first, path, text)]
     starts = _top_level_starts(text)
-    while len(found) < MAX_SYNTAX_ERRORS:
-        line_end = -1
-        for _ in range(found[-1].span.line):            # the end of the line of the last error
-            line_end = text.find("\n", line_end + 1)
-            if line_end < 0:
-                break
-        restart = next((s for s in starts if s > line_end), None) if line_end >= 0 else None
-        if restart is None:
+    line_starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    after = line_starts[found[0].span.line] if found[0].span.line < len(line_starts) else len(text)
+    items = [s for s in starts if s >= after]
+    for begin, end in zip(items, items[1:] + [len(text)]):
+        if len(found) >= MAX_SYNTAX_ERRORS:
             break
-        blanked = "".join(c if c == "\n" else " " for c in text[:restart]) + text[restart:]
+        chunk = text[begin:end]
         try:
-            parser.parse(blanked)
-            break
+            parser.parse(chunk)
         except UnexpectedInput as err:
-            found.append(_syntax_diagnostic(err, path, blanked))
+            d = _syntax_diagnostic(err, path, chunk)
+            lines = text.count("\n", 0, begin)
+            span = dataclasses.replace(d.span, line=d.span.line + lines, end_line=d.span.end_line + lines,
+                                       start=d.span.start + begin, end=d.span.end + begin)
+            found.append(dataclasses.replace(d, span=span))
     return found
 
 
