@@ -17,7 +17,8 @@ therefore runs the same number of steps. Checkpoints count the samples of the ep
 read so far (by all ranks), so a run resumed with any number of ranks shards the rest of the
 epoch the same way and reads each remaining sample once.
 
-What crosses processes: gradients (DDP, averaged), a finite-loss vote when `on_nan skip`, and
+What crosses processes: gradients (DDP, averaged; not for the micro-batches of an accumulation
+before its last), a stop vote about every 0.25 s (StopVote), a finite-loss vote when `on_nan skip`, and
 once per epoch the training loss and sample counts (summed) plus the train_* metrics (merged
 over the ranks, or rank 0's where a plugin metric cannot merge; broadcast either way, so every
 rank takes the same monitoring and early-stop decisions). Validation and
