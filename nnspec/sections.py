@@ -72,7 +72,7 @@ TRAIN_KEYS = {
     "checkpoint": key(Param("every_epochs", OneOf(PositiveInt, Choice("never")), 1),
                       Param("every_steps", OneOf(PositiveInt, Choice("never")), "never"),
                       Param("keep_last", PositiveInt, 2), doc="when to write checkpoints, how many to keep"),
-    "on_nan": key(Param("on_nan", Choice("stop", "skip")), doc="a non-finite loss stops the run or skips the step"),
+    "on_nan": key(Param("on_nan", Choice("stop", "skip")), doc="a non-finite loss stops the run, or skips the step (skip also checks the gradients)"),
     "log_every": key(Param("log_every", NonNegativeInt), doc="steps between progress updates (0: automatic)"),
 }
 

@@ -8,6 +8,7 @@ rename (runtime/outputs.py), which slows every step when checkpointing each step
 the window in which a kill lands mid-write."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -286,6 +287,30 @@ def test_on_nan_skip_counts_one_bad_batch(tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     assert all(torch.isfinite(t).all() for t in
                outputs.load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["model"].values())
+
+
+def test_on_nan_skip_also_skips_a_non_finite_gradient_behind_a_finite_loss(tmp_path, monkeypatch):
+    from nnspec.runtime import trainer
+    real = trainer.assemble
+    calls = [0]
+
+    def assemble(spec):
+        b = real(spec)
+        first = next(b.model.parameters())
+
+        def poison(grad):
+            calls[0] += 1
+            return grad * float("nan") if calls[0] == 5 else grad
+        first.register_hook(poison)
+        return b
+    monkeypatch.setattr(trainer, "assemble", assemble)
+    spec = tmp_path / "s.nn"
+    spec.write_text(SPEC.replace("every_steps = 1, keep_last = 3", "every_epochs = 1")
+                    .replace("seed 1;", "seed 1; on_nan skip;"))
+    result = nnspec.train(spec, out_dir=False, progress=False)
+    assert result.summary["nan_skips"] == 1
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert all(math.isfinite(r["train_loss"]) for r in result.history)
 
 
 def test_on_nan_stop_names_step_last_loss_and_lr(tmp_path):

@@ -217,6 +217,22 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
         if cfg.clip_weights is not None:
             clip_weights()
 
+    def finish_accumulation() -> None:
+        """The optimizer step at the end of an accumulation, or with `on_nan skip` and a
+        non-finite loss or gradient (a finite loss can still have one), a skipped step."""
+        nonlocal bad_step, nan_skips
+        if bad_step or (skip_nan and scaler is None and not grads_finite()):
+            opt.zero_grad(set_to_none=True)
+            nan_skips += 1
+            bad_step = False
+        else:
+            optimizer_step()
+
+    def grads_finite() -> bool:
+        """One sync: the fp16 scaler does this itself; `on_nan skip` syncs every step anyway."""
+        grads = [p.grad for p in params if p.grad is not None]
+        return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
     def clip_grads() -> None:
         if cfg.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
@@ -381,20 +397,11 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
                 if micro < acc:
                     continue
                 micro = 0
-                if bad_step:
-                    opt.zero_grad(set_to_none=True)
-                    nan_skips += 1
-                    bad_step = False
-                else:
-                    optimizer_step()
+                finish_accumulation()
                 if stop := after_step():
                     break
             if micro and not stop:            # leftover micro-batches of an accumulation
-                if bad_step:
-                    opt.zero_grad(set_to_none=True)
-                    nan_skips += 1
-                else:
-                    optimizer_step()
+                finish_accumulation()
                 stop = after_step()
             flush()
             t_train = time.perf_counter() - t_epoch
