@@ -315,7 +315,7 @@ class _Checker:
                              optimizer.optimizer.span, "use `precision bf16` or fp32")
 
     def _check_groups(self, optimizer, model) -> None:
-        names = {"bias", "norm", "weights"}
+        names = {"bias", "norm", "weights"} | {layer.kind for layer in model.root.layers()}
         for scope in model.root.scopes():
             names.update(scope.children)
             if scope.block:
@@ -324,9 +324,10 @@ class _Checker:
             for sel in group.selectors:
                 if any(ch in sel for ch in "*?[") or sel in names:
                     continue
-                self.diags.error("E513", f"no block or layer named `{sel}` in the model", group.span,
-                                 did_you_mean(sel, names) or "selectors: bias, norm, weights, a block or layer "
-                                 "name, or a quoted glob like \"head.*\"")
+                self.diags.error("E513", f"no block, layer or layer kind named `{sel}` in the model", group.span,
+                                 did_you_mean(sel, names) or "selectors: bias, norm, weights, a layer kind used in "
+                                 "the model (linear, embedding, …), a block or layer name, or a quoted glob like "
+                                 "\"head.*\"")
 
 
 def _graph_names(stmts, local: set[str]):

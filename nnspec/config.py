@@ -44,8 +44,9 @@ class ParamGroup:
     """`group bias, norm { weight_decay 0 }`: params matching any selector get the overrides.
 
     Selectors: `bias` (every bias), `norm` (every parameter of a normalization layer),
-    `weights` (every non-bias parameter), a block or layer name in the model (e.g. `encoder`,
-    `head`), or a quoted glob over parameter paths (e.g. "stage4.*")."""
+    `weights` (every non-bias parameter), a layer kind (e.g. `embedding`: every layer of it),
+    a block or layer name in the model (e.g. `encoder`, `head`), or a quoted glob over
+    parameter paths (e.g. "stage4.*")."""
     selectors: tuple[str, ...]
     overrides: Mapping[str, Any]
     span: Span

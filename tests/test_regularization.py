@@ -143,6 +143,33 @@ model m {
     assert [s["lr"] for s in seen] == [[1e-2, 5e-3]] * 2
 
 
+def test_a_layer_kind_selects_every_layer_of_that_kind_including_inside_blocks(tmp_path):
+    model = """
+block encoder(width) {
+    linear(width) -> relu
+    layernorm
+}
+model m {
+    input [64]
+    encoder(32)
+    linear(10)
+}
+"""
+    body = ("loss cross_entropy\noptimizer sgd(lr = 1e-3) {\n    group layernorm { lr 1e-2 }\n"
+            "    group linear { lr 5e-3 }\n}\ntrain { steps 1; seed 0 }\n")
+    b = nnspec.build(write(tmp_path, body, model=model))
+    names = {id(p): n for n, p in b.model.named_parameters()}
+    groups = b.optimizer.param_groups
+    assert [g["name"] for g in groups] == ["layernorm", "linear"]          # nothing left for a default group
+    assert sorted(names[id(p)] for p in groups[0]["params"]) == ["encoder_0.layernorm_0.bias", "encoder_0.layernorm_0.weight"]
+    assert sorted(names[id(p)] for p in groups[1]["params"]) == [
+        "encoder_0.linear_0.bias", "encoder_0.linear_0.weight", "linear_0.bias", "linear_0.weight"]
+    path = write(tmp_path, body.replace("group linear", "group embedding"), model=model)
+    with pytest.raises(NnspecError) as info:                              # a kind the model does not use
+        nnspec.load(path)
+    assert info.value.diagnostics[0].code == "E513" and "layer kind" in info.value.diagnostics[0].message
+
+
 def test_group_selector_matching_nothing_is_located(tmp_path):
     path = write(tmp_path, "loss cross_entropy\noptimizer adam {\n    group norm { weight_decay 0 }\n}\n")
     with pytest.raises(NnspecError) as info:

@@ -38,6 +38,10 @@ def _selector(sel: str, model: nn.Module) -> Callable[[str], bool]:
         return lambda path: path.startswith(prefixes) if prefixes else False
     if any(ch in sel for ch in "*?["):
         return lambda path: fnmatch.fnmatchcase(path, sel)
+    kinds = tuple(name + "." if name else "" for name, m in model.named_modules()
+                  if getattr(m, "nnspec_kind", None) == sel)
+    if kinds:                                   # a layer kind: every layer of it (`embedding`, `linear`)
+        return lambda path: path.startswith(kinds)
     # a child name anywhere in the tree (`encoder_0`, `head`), or every instance of a block
     # (`encoder`: lowered blocks carry role "block" and the block's name as label)
     blocks = tuple(name + "." for name, m in model.named_modules()
