@@ -97,8 +97,14 @@ def _env(**extra) -> dict:
 
 
 def _train(spec_path, out, *args, env=None):
-    return subprocess.run([sys.executable, "-m", "nnspec", "train", str(spec_path), "--quiet", "--out", str(out),
-                           *args], capture_output=True, text=True, timeout=120, env=env or _env())
+    try:
+        return subprocess.run([sys.executable, "-m", "nnspec", "train", str(spec_path), "--quiet", "--out", str(out),
+                               *args], capture_output=True, text=True, timeout=120, env=env or _env())
+    except subprocess.TimeoutExpired as err:     # show where it stood: the run's own output so far
+        def text(b):
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+        pytest.fail(f"`nnspec train {' '.join(args)}` did not finish in 120 s\n--- stdout\n{text(err.stdout)[-3000:]}"
+                    f"\n--- stderr\n{text(err.stderr)[-3000:]}")
 
 
 @pytest.mark.slow
