@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import math
 import os
 import time
@@ -162,8 +163,12 @@ class StopVote:
 
 
 def finish() -> None:
-    """Leave the process group (after a barrier, so no rank tears it down under another)."""
+    """Leave the process group (after a barrier, so no rank tears it down under another).
+    Callers drop their DistributedDataParallel wrapper first; the collection here frees it if
+    it sits in a reference cycle, so the group is destroyed through its own (GIL-releasing)
+    destructor, not the reducer's."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gc.collect()
         try:
             torch.distributed.barrier()
         finally:

@@ -481,5 +481,9 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
         display.close()
         if run is not None:
             run.close()
+    # DDP's reducer must go before its process group: when it holds the group's last reference it
+    # destroys the group with the GIL held, while a gloo thread needs the GIL to free a finished
+    # collective's tensors, and the process hangs at exit (seen under load in CI).
+    forwards = fwd = eval_fwd = None
     distributed.finish()              # every rank waits until rank 0 has written its outputs
     return Result(history, model, test, run.path if run else None, best.value, summary, b)
