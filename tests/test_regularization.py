@@ -117,8 +117,7 @@ def test_weight_decay_per_param_group(tmp_path):
     assert len(seen) == 2
 
 
-def test_named_block_and_glob_groups_get_their_lr(tmp_path):
-    model = """
+ENCODER_MODEL = """
 block encoder(width) {
     linear(width) -> relu
     layernorm
@@ -129,6 +128,10 @@ model m {
     linear(10)
 }
 """
+
+
+def test_named_block_and_glob_groups_get_their_lr(tmp_path):
+    model = ENCODER_MODEL
     body = ("loss cross_entropy\noptimizer sgd(lr = 1e-3) {\n    group encoder_0 { lr 1e-2 }\n"
             "    group \"linear_*\" { lr 5e-3 }\n}\ntrain { steps 2; seed 0 }\n")
     path = write(tmp_path, body, model=model)
@@ -144,17 +147,7 @@ model m {
 
 
 def test_a_layer_kind_selects_every_layer_of_that_kind_including_inside_blocks(tmp_path):
-    model = """
-block encoder(width) {
-    linear(width) -> relu
-    layernorm
-}
-model m {
-    input [64]
-    encoder(32)
-    linear(10)
-}
-"""
+    model = ENCODER_MODEL
     body = ("loss cross_entropy\noptimizer sgd(lr = 1e-3) {\n    group layernorm { lr 1e-2 }\n"
             "    group linear { lr 5e-3 }\n}\ntrain { steps 1; seed 0 }\n")
     b = nnspec.build(write(tmp_path, body, model=model))
