@@ -61,10 +61,8 @@ class Split:
         raise NotImplementedError
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-        n = len(self)
-        return n // batch_size if drop_last else -(-n // batch_size)
+        """Batches of a whole epoch."""
+        return self.batch_count(batch_size, drop_last)
 
     def batches(self, batch_size: int, *, shuffle: bool, epoch: int = 0, seed: int = 0, device=None,
                 drop_last: bool = False, start_sample: int = 0) -> Iterator[tuple[Tensor, Tensor]]:

@@ -189,11 +189,7 @@ def _shard_plan(n: int, batch: int, size: int, rank: int, drop_last: bool) -> tu
 
 def num_batches(split: Split, batch_size: int, drop_last: bool) -> int:
     """Steps per epoch of one rank: global batches of world × batch_size samples."""
-    w = world()
-    if not w.active:
-        return split.num_batches(batch_size, drop_last)
-    full, mine, _ = _shard_plan(len(split), batch_size, w.size, w.rank, drop_last)
-    return full + (mine > 0)
+    return shard(split).num_batches(batch_size, drop_last)
 
 
 class ShardedSplit(Split):
@@ -207,10 +203,6 @@ class ShardedSplit(Split):
 
     def __len__(self) -> int:
         return len(self.split)
-
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        full, mine, _ = _shard_plan(len(self.split), batch_size, self.world.size, self.world.rank, drop_last)
-        return full + (mine > 0)
 
     def batch_count(self, batch_size: int, drop_last: bool = False, start_sample: int = 0) -> int:
         start, _ = self._plan(batch_size, drop_last, start_sample)
@@ -278,7 +270,7 @@ def eval_share(n: int, metrics) -> tuple[int, int]:
     every metric can merge partial states (built-ins can), else the whole split on every rank
     (exact for any plugin metric, but not divided by the number of ranks)."""
     w = world()
-    if not w.active or not all(getattr(m, "mergeable", False) for m in metrics):
+    if not w.active or not _mergeable(metrics):
         return 0, n
     return n * w.rank // w.size, n * (w.rank + 1) // w.size
 
@@ -298,8 +290,12 @@ def combine_eval(total: Tensor, count: int, metrics, sharded: bool) -> tuple[flo
 def merge_metrics(metrics) -> None:
     """Make training metrics cover every rank's batches (when all of them can merge; otherwise
     `sync_row` shares rank 0's)."""
-    if world().active and metrics and all(getattr(m, "mergeable", False) for m in metrics):
+    if world().active and metrics and _mergeable(metrics):
         _merge_states(metrics)
+
+
+def _mergeable(metrics) -> bool:
+    return all(getattr(m, "mergeable", False) for m in metrics)
 
 
 def _merge_states(metrics) -> None:
