@@ -260,9 +260,16 @@ def test_a_signal_to_one_rank_stops_all_ranks_after_the_same_step(tmp_path):
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(textwrap.dedent("""\
-        import os, signal, threading
-        if os.environ.get("RANK") == "1":
-            threading.Timer(4.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+        import os, signal
+        if os.environ.get("RANK") == "1":            # at its 20th optimizer step: training is under way
+            import torch.optim
+            real_step, steps = torch.optim.SGD.step, [0]
+            def step(self, *a, **k):
+                steps[0] += 1
+                if steps[0] == 20:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return real_step(self, *a, **k)
+            torch.optim.SGD.step = step
     """))
     spec = tmp_path / "s.nn"
     spec.write_text(SPEC.format(batch=16, optimizer="sgd(lr = 0.05)").replace("epochs 2", "epochs 300"))
