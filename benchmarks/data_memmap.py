@@ -36,12 +36,12 @@ def _status_kb(field: str) -> int:
 
 def child(folder: str, mode: str, batch: int, epochs: int) -> dict:
     import torch
-    from nnspec.binding import bind
-    from nnspec.config import DataConfig, Use
+    from nnspec.registry.binding import bind
+    from nnspec.spec.settings import DataConfig, Use
     from nnspec.errors import Span
-    from nnspec.registry import Catalog
+    from nnspec.registry.catalog import Catalog
     from nnspec.runtime.data import load_data
-    from nnspec.types import TensorType
+    from nnspec.registry.types import TensorType
 
     torch.set_num_threads(1)
     features = np.load(os.path.join(folder, "x.npy"), mmap_mode="r").shape[1]

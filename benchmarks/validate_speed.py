@@ -53,7 +53,7 @@ def main() -> None:
         small, large = Path(tmp, "l1000.nn"), Path(tmp, "l10000.nn")
         small.write_text(layered_spec(1_000))
         large.write_text(layered_spec(10_000))
-        cmd = [sys.executable, "-c", "import sys, time; from nnspec.check import check_file; "
+        cmd = [sys.executable, "-c", "import sys, time; from nnspec.check.checker import check_file; "
                "t = time.perf_counter(); r = check_file(sys.argv[1]); assert r.ok; "
                "print(time.perf_counter() - t)"]
         s, l = [], []

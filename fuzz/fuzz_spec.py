@@ -13,7 +13,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["nnspec"]):
-    from nnspec.check import check_source
+    from nnspec.check.checker import check_source
     from nnspec.errors import NnspecError
 
 

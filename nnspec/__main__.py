@@ -1,5 +1,5 @@
 import sys
 
-from nnspec.cli import main
+from nnspec.cli.commands import main
 
 sys.exit(main())

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from nnspec.check import load as _load
-from nnspec.config import Spec
+from nnspec.check.checker import load as _load
+from nnspec.spec.settings import Spec
 
 
 def load(path: str | os.PathLike, overrides: Sequence[str] | dict | None = None) -> Spec:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from nnspec.types import Symbol, TensorType
+from nnspec.registry.types import Symbol, TensorType
 
 W = Symbol  # a bare word in a spec: `mode = bilinear`
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nnspec.check import check_file, check_source, load
+from nnspec.check.checker import check_file, check_source, load
 from nnspec.errors import NnspecError
 
 SPECS = Path(__file__).parent / "specs"
@@ -157,8 +157,8 @@ def test_expression_functions():
 
 
 def test_capability_flags_rule_out_compile_and_fp16_for_second_order_optimizers():
-    from nnspec.registry import CREATE_GRAPH, Catalog, Component
-    from nnspec.types import Float, Param
+    from nnspec.registry.catalog import CREATE_GRAPH, Catalog, Component
+    from nnspec.registry.types import Float, Param
     hess = Component("hess", "optimizers", params=(Param("lr", Float(min=0, min_open=True), 0.1),),
                      flags=frozenset({CREATE_GRAPH}))
     catalog = Catalog.default().with_components([hess])

@@ -85,7 +85,7 @@ def test_console_script_and_module_agree():
 
 
 def test_validate_never_imports_torch():
-    code = ("import sys; from nnspec.cli import main; rc = main(['validate', %r]); "
+    code = ("import sys; from nnspec.cli.commands import main; rc = main(['validate', %r]); "
             "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)") % str(SPECS / "valid")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -99,5 +99,5 @@ def test_binary_garbage_is_an_error_not_a_traceback(tmp_path):
 
 
 def test_docs_are_generated_from_the_registry():
-    out = subprocess.run([sys.executable, "-m", "nnspec.docs", "--check"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "nnspec.cli.docs", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

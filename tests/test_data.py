@@ -11,16 +11,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 import torch
 
-from nnspec.binding import bind
-from nnspec.config import DataConfig, Use
+from nnspec.registry.binding import bind
+from nnspec.spec.settings import DataConfig, Use
 from nnspec.errors import Span
-from nnspec.registry import Catalog
-from nnspec.runtime.augment import compose_augment
+from nnspec.registry.catalog import Catalog
+from nnspec.builtins.augmentations.torch_impl import compose_augment
 from nnspec.runtime import batching
 from nnspec.runtime import mapped as mapped_module
 from nnspec.runtime.mapped import MappedArray
 from nnspec.runtime.data import DataContext, DataError, load_data, normalize_tensor
-from nnspec.types import TensorType
+from nnspec.registry.types import TensorType
 
 CAT = Catalog.default()
 THIRDS = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -411,7 +411,7 @@ def test_compose_checks_augmentations_against_the_input():
 
 
 def test_declarations_do_not_import_torch():
-    code = ("import sys, nnspec.builtins.datasets, nnspec.builtins.augmentations; "
+    code = ("import sys, nnspec.builtins.datasets.declare, nnspec.builtins.augmentations.declare; "
             "assert 'torch' not in sys.modules and 'numpy' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -281,7 +281,7 @@ def test_a_signal_to_one_rank_stops_all_ranks_after_the_same_step(tmp_path):
 
 def test_evaluation_is_shared_out_only_when_every_metric_can_merge(monkeypatch):
     from nnspec.runtime.distributed import eval_share
-    from nnspec.runtime.metrics import Accuracy, Metric
+    from nnspec.builtins.metrics.torch_impl import Accuracy, Metric
 
     class Plugin(Metric):                       # a third-party metric that cannot merge
         pass

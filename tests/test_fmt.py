@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra.lark import from_lark
 
 from nnspec.errors import NnspecError
-from nnspec.fmt import INDENT, LINE, format_file, format_source
-from nnspec.parser import grammar_text, parse
+from nnspec.syntax.fmt import INDENT, LINE, format_file, format_source
+from nnspec.syntax.parser import grammar_text, parse
 
 SPECS = Path(__file__).parent / "specs" / "fmt"
 GOLDEN = sorted(p for p in SPECS.glob("*.nn") if not p.name.endswith(".expected.nn"))

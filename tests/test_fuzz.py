@@ -5,9 +5,9 @@ import lark
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra.lark import from_lark
 
-from nnspec.check import check_source
+from nnspec.check.checker import check_source
 from nnspec.errors import NnspecError
-from nnspec.parser import grammar_text, parse
+from nnspec.syntax.parser import grammar_text, parse
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nnspec.check import check_source
+from nnspec.check.checker import check_source
 from nnspec.errors import NnspecError
 
 FINDINGS = sorted((Path(__file__).parent / "fuzz_findings").iterdir())

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from layer_strategies import STRATEGIES, W, Case, F, shapes   # tests/ is on sys.path under pytest
 
-from nnspec.binding import bind
-from nnspec.registry import MULTI_INPUT, Catalog
-from nnspec.types import ArgError, ShapeError, TensorType
+from nnspec.registry.binding import bind
+from nnspec.registry.catalog import MULTI_INPUT, Catalog
+from nnspec.registry.types import ArgError, ShapeError, TensorType
 
 
 def _layers() -> dict:
@@ -365,7 +365,7 @@ def test_custom_modules_print_their_settings():
 def test_declarations_are_documented():
     for component in LAYERS.values():
         assert component.summary, component.name
-        assert component.impl and str(component.impl).startswith("nnspec.lower.layers:"), component.name
+        assert component.impl and str(component.impl).startswith("nnspec.builtins.layers.torch_impl:"), component.name
         for param in component.params:
             assert param.doc, f"{component.name}.{param.name} has no doc"
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnspec.binding import bind
-from nnspec.builtins.losses import COMPONENTS as LOSSES
-from nnspec.builtins.metrics import COMPONENTS as METRICS
-from nnspec.registry import CLASSIFICATION
-from nnspec.runtime import metrics as runtime_metrics
-from nnspec.types import Symbol
+from nnspec.registry.binding import bind
+from nnspec.builtins.losses.declare import COMPONENTS as LOSSES
+from nnspec.builtins.metrics.declare import COMPONENTS as METRICS
+from nnspec.registry.catalog import CLASSIFICATION
+from nnspec.builtins.metrics import torch_impl as runtime_metrics
+from nnspec.registry.types import Symbol
 
 LOSS = {c.name: c for c in LOSSES}
 METRIC = {c.name: c for c in METRICS}

@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from nnspec.binding import bind
-from nnspec.builtins.optimizers import COMPONENTS
-from nnspec.registry import CLASSIFICATION, FULL_BATCH, NEEDS_CLOSURE, Catalog
+from nnspec.registry.binding import bind
+from nnspec.builtins.optimizers.declare import COMPONENTS
+from nnspec.registry.catalog import CLASSIFICATION, FULL_BATCH, NEEDS_CLOSURE, Catalog
 
 BY_NAME = {c.name: c for c in COMPONENTS}
 
@@ -31,8 +31,8 @@ def build(name: str, groups, *positional, **keyword) -> torch.optim.Optimizer:
 
 
 def test_declarations_do_not_import_torch():
-    code = ("import sys, nnspec.builtins.optimizers, nnspec.builtins.schedules, nnspec.builtins.losses, "
-            "nnspec.builtins.metrics; assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys, nnspec.builtins.optimizers.declare, nnspec.builtins.schedules.declare, nnspec.builtins.losses.declare, "
+            "nnspec.builtins.metrics.declare; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

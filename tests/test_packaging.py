@@ -1,4 +1,4 @@
-"""A non-editable install must find its grammar: the wheel ships grammars/ as nnspec.grammars."""
+"""A non-editable install must find its grammar: the wheel ships the grammar as nnspec/syntax package data."""
 from __future__ import annotations
 
 import subprocess
@@ -18,8 +18,8 @@ def test_wheel_ships_grammar_tables_and_data(tmp_path):
     assert out.returncode == 0, out.stderr
     (wheel,) = tmp_path.glob("nnspec-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("nnspec/grammars/nnspec.lark", "nnspec/grammars/nnspec.tables.json",
-                   "nnspec/data/digits.csv.gz", "nnspec/data/DIGITS_LICENSE.md", "nnspec/cli.py"):
+    for needed in ("nnspec/syntax/nnspec.lark", "nnspec/syntax/nnspec.tables.json",
+                   "nnspec/data/digits.csv.gz", "nnspec/data/DIGITS_LICENSE.md", "nnspec/cli/commands.py"):
         assert needed in names, needed
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -28,7 +28,7 @@ def test_wheel_ships_grammar_tables_and_data(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
                     str(wheel)], check=True, timeout=300)
-    code = ("import nnspec.parser as p; assert 'site' in p.__file__; "
+    code = ("import nnspec.syntax.parser as p; assert 'site' in p.__file__; "
             "print(p.parse('model m { input [2]; relu }').items[0].name)")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                          capture_output=True, text=True, timeout=60)

@@ -6,10 +6,10 @@ import json
 import lark
 import pytest
 
-from nnspec import nodes as n
+from nnspec.syntax import nodes as n
 from nnspec.errors import NnspecError
 from nnspec.limits import LIMITS
-from nnspec.parser import _grammar_dir, _tables_key, grammar_text, parse
+from nnspec.syntax.parser import _grammar_dir, _tables_key, grammar_text, parse
 
 
 def errors_of(text: str):
@@ -25,7 +25,7 @@ def test_grammar_is_lalr_without_conflicts():
 
 def test_shipped_tables_match_the_grammar():
     tables = json.loads((_grammar_dir() / "nnspec.tables.json").read_text())
-    assert tables["key"] == _tables_key(grammar_text()), "run `python -m nnspec.parser --write-tables`"
+    assert tables["key"] == _tables_key(grammar_text()), "run `python -m nnspec.syntax.parser --write-tables`"
 
 
 def test_statements_spans_and_continuations():

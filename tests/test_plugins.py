@@ -28,10 +28,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnspec.binding import bind
-from nnspec.config import OptimizerConfig, ScheduleConfig, Use
+from nnspec.registry.binding import bind
+from nnspec.spec.settings import OptimizerConfig, ScheduleConfig, Use
 from nnspec.errors import Span
-from nnspec.registry import CREATE_GRAPH, NEEDS_CLOSURE, NEEDS_METRIC, Catalog, Component
+from nnspec.registry.catalog import CREATE_GRAPH, NEEDS_CLOSURE, NEEDS_METRIC, Catalog, Component
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = REPO / "plugins"
@@ -249,7 +249,7 @@ def venv(tmp_path_factory) -> Venv:
     tools = v.run("-c", "import setuptools, pip")
     if tools.returncode != 0:
         pytest.skip(f"pip and setuptools are needed to install plugins: {tools.stderr.strip()}")
-    where = v.run("-c", "import nnspec.cli, sys; print(nnspec.cli.__file__); print(sys.prefix)")
+    where = v.run("-c", "import nnspec.cli.commands, sys; print(nnspec.cli.commands.__file__); print(sys.prefix)")
     assert where.returncode == 0, where.stderr
     cli, prefix = where.stdout.split()
     assert Path(cli).resolve().is_relative_to(REPO), f"the venv's nnspec is {cli}, not this checkout"
@@ -415,8 +415,8 @@ def test_two_distributions_with_one_name_need_a_qualified_name(venv, tmp_path):
     fork = tiny_package(tmp_path, "nnspec-lion-fork", "0.2.0",
                         {"nnspec.optimizers": {"lion": "nnspec_lion_fork.declare:LION"}},
                         {"declare.py": """\
-                            from nnspec.registry import Component
-                            from nnspec.types import Float, Param
+                            from nnspec.registry.catalog import Component
+                            from nnspec.registry.types import Float, Param
                             LR = Param("lr", Float(min=0, min_open=True), doc="learning rate")
                             LION = Component("lion", "optimizers", params=(LR,), summary="A fork.",
                                              impl="nnspec_lion_fork.optim:lion")

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 import nnspec
-from nnspec import cli
+from nnspec.cli import commands as cli
 from nnspec.errors import NnspecError
 from nnspec.runtime import outputs, resume
 from nnspec.runtime.signals import StopFlag

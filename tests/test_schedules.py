@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 from torch.optim import lr_scheduler as S
 
-from nnspec.binding import bind
-from nnspec.builtins.schedules import COMPONENTS
-from nnspec.registry import NEEDS_METRIC
-from nnspec.runtime.schedules import build, chain, link_length
+from nnspec.registry.binding import bind
+from nnspec.builtins.schedules.declare import COMPONENTS
+from nnspec.registry.catalog import NEEDS_METRIC
+from nnspec.builtins.schedules.functions import build, chain, link_length
 
 BY_NAME = {c.name: c for c in COMPONENTS}
 BASE = 0.1

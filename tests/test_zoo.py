@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnspec.check import load
-from nnspec.lower.graph import build_model
+from nnspec.check.checker import load
+from nnspec.lower.model import build_model
 
 ZOO = Path(__file__).resolve().parent.parent / "specs" / "zoo"
 

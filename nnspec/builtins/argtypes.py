@@ -5,14 +5,14 @@ what `inner` accepts, so a parameter such as `weight = none` can mean "not given
 """
 from __future__ import annotations
 
-from nnspec.types import ArgError, Float, Int, Optional, Param
+from nnspec.registry.types import ArgError, Float, Int, Optional, Param
 
 Beta = Float(0, 1, max_open=True)                   # a moving-average coefficient: 0 ≤ b < 1
 NonNegativeFloat = Float(min=0)
 Factor = Float(0, 1, min_open=True, max_open=True)  # a strict shrink factor: 0 < f < 1
 
 
-# `Optional` lives in nnspec.types; re-exported here for the declarations that import it from here.
+# `Optional` lives in nnspec.registry.types; re-exported here for the declarations that import it from here.
 
 
 def duration_params(what: str = "runs") -> tuple[Param, Param]:

@@ -3,7 +3,7 @@ that declare no pure-Python shape rule (`Component(meta_shapes=True)`). Slower t
 imports torch, but allocates no memory."""
 from __future__ import annotations
 
-from nnspec.types import ShapeError, TensorType
+from nnspec.registry.types import ShapeError, TensorType
 
 
 def infer(component, args, inputs: list[TensorType]) -> tuple[TensorType, int, int]:

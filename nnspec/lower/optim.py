@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from nnspec.config import OptimizerConfig, ParamGroup, ScheduleConfig
+from nnspec.spec.settings import OptimizerConfig, ParamGroup, ScheduleConfig
 from nnspec.errors import error
 
 _NORM_TYPES: tuple[type, ...] = tuple(t for t in (
@@ -101,7 +101,7 @@ def build_schedule(cfg: ScheduleConfig | None, total_steps: int, steps_per_epoch
     """A `Schedule` (lr as a function of the optimizer step), or None without a schedule section."""
     if cfg is None or not cfg.links:
         return None
-    from nnspec.runtime.schedules import build
+    from nnspec.builtins.schedules.functions import build
     try:
         return build(cfg.links, total_steps=max(1, total_steps), steps_per_epoch=max(1, steps_per_epoch))
     except (ValueError, TypeError) as err:

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnspec.config import Spec, Use
+from nnspec.spec.settings import Spec, Use
 from nnspec.errors import NnspecError, Span, error
-from nnspec.registry import CLASSIFICATION, FULL_BATCH, NEEDS_CLOSURE
+from nnspec.registry.catalog import CLASSIFICATION, FULL_BATCH, NEEDS_CLOSURE
 from nnspec.runtime import distributed
 from nnspec.runtime.device import Runtime, resolve
 
@@ -104,7 +104,7 @@ def _load_data(spec: Spec, classification: bool):
 def _augment(spec: Spec):
     if spec.data is None or not spec.data.augment:
         return None
-    from nnspec.runtime.augment import compose_augment
+    from nnspec.builtins.augmentations.torch_impl import compose_augment
     from nnspec.runtime.data import DataError
     try:
         return compose_augment(spec.data.augment, spec.model.input)
@@ -119,7 +119,7 @@ def assemble(spec: Spec, *, load_data: bool = True) -> Built:
     cfg = spec.train
     seed_everything(cfg.seed)
     runtime = resolve(distributed.device_for(cfg.device), cfg.precision, cfg.span)
-    from nnspec.lower.graph import build_model
+    from nnspec.lower.model import build_model
     model = build_model(spec.model).to(runtime.device)
     loss = spec.loss.component.load()(spec.loss.args).to(runtime.device) if spec.loss is not None else None
     classification = spec.loss is not None and CLASSIFICATION in spec.loss.component.flags

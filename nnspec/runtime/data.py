@@ -1,6 +1,6 @@
 """Data for training: load a dataset, validate it, split it, fit normalization, batch it.
 
-A dataset implementation (`"nnspec.runtime.datasets:csv"`, or a plugin's) is called as
+A dataset implementation (`"nnspec.builtins.datasets.readers:csv"`, or a plugin's) is called as
 `fn(args, ctx: DataContext)` and returns `{part: Arrays}` (or one `Arrays`, meaning "data").
 Part "data" is divided by the `split(...)` fractions; parts "train", "val", "test" are used whole
 (separate files), and the fractions then divide "data" among the splits not given. `load_data`
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nnspec.builtins.datasets import is_url
-from nnspec.config import DataConfig, Use
+from nnspec.builtins.datasets.declare import is_url
+from nnspec.spec.settings import DataConfig, Use
 from nnspec.runtime.batching import MappedSplit, Split, TensorSplit, TensorStore, epoch_order, mix_seed
 from nnspec.runtime.mapped import MappedArray, iter_chunks
-from nnspec.types import TensorType
+from nnspec.registry.types import TensorType
 
 __all__ = ["DataError", "Arrays", "DataContext", "Splits", "Split", "load_data", "normalize_tensor",
            "epoch_order"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nnspec.config import Spec
+from nnspec.spec.settings import Spec
 from nnspec.errors import Diagnostic, NnspecError, Span
 
 

@@ -33,9 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnspec.config import Spec
+from nnspec.spec.settings import Spec
 from nnspec.errors import error
-from nnspec.registry import CREATE_GRAPH, FULL_BATCH, NEEDS_CLOSURE
+from nnspec.registry.catalog import CREATE_GRAPH, FULL_BATCH, NEEDS_CLOSURE
 from nnspec.runtime import distributed
 from nnspec.runtime.assemble import Built, assemble, require_trainable, spec_errors
 from nnspec.runtime.batching import mix_seed

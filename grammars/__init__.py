@@ -1,1 +1,0 @@
-"""Grammar package (mapped from the top-level grammars/ folder)."""

@@ -1,0 +1,50 @@
+"""Built-in metric declarations. No torch here: `nnspec validate` reads this module.
+
+Implementations (nnspec/runtime/metrics.py): `factory(args, *, num_classes) -> Metric` with
+`reset()`, `update(output, target)` (stays on the device: no host sync) and `compute()` (one
+sync) returning a dict whose main key is the metric's name (top_k: "top{k}_accuracy").
+Classification metrics take logits [..., classes] (or one logit [..., 1] for binary
+problems, thresholded at 0) and class indices [...].
+"""
+from __future__ import annotations
+
+from nnspec.registry.catalog import CLASSIFICATION, Component
+from nnspec.registry.types import Choice, Param, PositiveInt
+
+IMPL = "nnspec.builtins.metrics.torch_impl:"
+_CLASSES = frozenset({CLASSIFICATION})
+
+_AVERAGE = Param("average", Choice("macro", "per_class"), "macro",
+                 doc="mean over the classes that occur in targets or predictions (macro), or a list per class")
+
+accuracy = Component("accuracy", "metrics", summary="Fraction of predictions (argmax) equal to the label.",
+                     impl=IMPL + "accuracy", flags=_CLASSES)
+
+top_k = Component(
+    "top_k", "metrics", params=(Param("k", PositiveInt, 5, doc="how many of the highest scores may hold the label"),),
+    summary='Fraction of labels among the k highest scores (reported as "top{k}_accuracy").',
+    impl=IMPL + "top_k", flags=_CLASSES)
+
+precision = Component("precision", "metrics", params=(_AVERAGE,),
+                      summary="Of the examples predicted as a class, the fraction that belong to it.",
+                      impl=IMPL + "precision", flags=_CLASSES)
+
+recall = Component("recall", "metrics", params=(_AVERAGE,),
+                   summary="Of the examples of a class, the fraction predicted as it.",
+                   impl=IMPL + "recall", flags=_CLASSES)
+
+f1 = Component("f1", "metrics", params=(_AVERAGE,),
+               summary="Harmonic mean of precision and recall, per class.", impl=IMPL + "f1", flags=_CLASSES)
+
+confusion_matrix = Component(
+    "confusion_matrix", "metrics",
+    summary="Counts of (label, prediction) pairs: rows are labels, columns predictions.",
+    impl=IMPL + "confusion_matrix", flags=_CLASSES)
+
+mse = Component("mse", "metrics", summary="Mean squared error (also reports rmse).", impl=IMPL + "mse")
+
+mae = Component("mae", "metrics", summary="Mean absolute error.", impl=IMPL + "mae")
+
+r2 = Component("r2", "metrics", summary="Coefficient of determination, averaged over outputs.", impl=IMPL + "r2")
+
+COMPONENTS = [accuracy, top_k, precision, recall, f1, confusion_matrix, mse, mae, r2]

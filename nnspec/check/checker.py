@@ -1,0 +1,359 @@
+"""The checker: files → imports → consts → model graph → sections → a checked `Spec`.
+
+`check_file` never raises for a user mistake: it returns every diagnostic it found, in source
+order. `load` is the strict form used by training and the Python API.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from nnspec.syntax import nodes as n
+from nnspec.spec.settings import Spec
+from nnspec.errors import Diagnostic, Diagnostics, NnspecError, Span, did_you_mean
+from nnspec.check.expressions import Scope, evaluate
+from nnspec.check.model_graph import GraphChecker
+from nnspec.limits import LIMITS
+from nnspec.syntax.parser import parse
+from nnspec.registry.catalog import Catalog
+from nnspec.check.sections import SECTIONS, SectionChecker
+
+
+@dataclass
+class CheckResult:
+    path: str
+    spec: Spec | None
+    diagnostics: list[Diagnostic]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+    def raise_for_errors(self) -> Spec:
+        if not self.ok or self.spec is None:
+            raise NnspecError(self.diagnostics or [Diagnostic("error", "E000", "spec is not valid",
+                                                              Span.unknown(self.path))], self.sources)
+        return self.spec
+
+
+def load(path: str | Path, overrides: Sequence[str] | dict | None = None, *, catalog: Catalog | None = None,
+         allow_outside: bool = False) -> Spec:
+    """Parse and check a spec; raise NnspecError listing every problem."""
+    return check_file(path, overrides=overrides, catalog=catalog, allow_outside=allow_outside).raise_for_errors()
+
+
+def check_file(path: str | Path, *, overrides: Sequence[str] | dict | None = None, catalog: Catalog | None = None,
+               allow_outside: bool = False) -> CheckResult:
+    shown = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        d = Diagnostic("error", "E001", f"cannot read {shown}: {err.strerror or err}", Span.unknown(shown))
+        return CheckResult(shown, None, [d])
+    if len(data) > LIMITS.max_file_bytes:
+        d = Diagnostic("error", "E600", f"file is larger than {LIMITS.max_file_bytes // 1_000_000} MB",
+                       Span(shown, 1, 1, 1, 2), "a spec is a short text; split it into files joined with `import`")
+        return CheckResult(shown, None, [d])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        d = Diagnostic("error", "E002", f"{shown} is not UTF-8 text (byte {err.start})", Span(shown, 1, 1, 1, 2))
+        return CheckResult(shown, None, [d])
+    return check_source(text, shown, overrides=overrides, catalog=catalog, allow_outside=allow_outside)
+
+
+def check_source(text: str, path: str = "<string>", *, overrides: Sequence[str] | dict | None = None,
+                 catalog: Catalog | None = None, allow_outside: bool = False) -> CheckResult:
+    checker = _Checker(catalog or Catalog.default(), Path(path).resolve().parent if path != "<string>" else Path.cwd(),
+                       allow_outside)
+    checker.sources[path] = text
+    try:
+        spec = checker.run(text, path, _override_list(overrides))
+    except NnspecError as err:        # a pass that could not continue (syntax, limits)
+        checker.diags.extend(err.diagnostics)
+        checker.sources.update(err.sources)
+        spec = None
+    diags = _dedupe(checker.diags)
+    if any(d.severity == "error" for d in diags):
+        spec = None
+    return CheckResult(path, spec, diags, dict(checker.sources))
+
+
+def _override_list(overrides) -> list[str]:
+    if not overrides:
+        return []
+    if isinstance(overrides, dict):
+        return [f"{k}={_literal(v)}" for k, v in overrides.items()]
+    return list(overrides)
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value.replace("_", "").isalnum() else '"' + value.replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def _dedupe(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
+    seen, out = set(), []
+    for d in sorted(diags, key=Diagnostic.sort_key):
+        k = (d.span.file, d.span.line, d.span.column, d.code, d.message)
+        if k not in seen:
+            seen.add(k)
+            out.append(d)
+    return out
+
+
+class _Checker:
+    def __init__(self, catalog: Catalog, root: Path, allow_outside: bool):
+        self.catalog = catalog
+        self.root = root
+        self.allow_outside = allow_outside
+        self.diags = Diagnostics()
+        self.sources: dict[str, str] = {}
+        self.modules: list[n.Module] = []
+        self.loaded: set[Path] = set()
+
+    # --- files and imports ------------------------------------------------------------------
+
+    def run(self, text: str, path: str, overrides: list[str]) -> Spec | None:
+        main = parse(text, path)
+        self._imports(main, [Path(path).resolve()] if path != "<string>" else [])
+        self.modules.append(main)
+        main = self._apply_overrides(main, overrides)
+        return self._check(main)
+
+    def _imports(self, module: n.Module, stack: list[Path]) -> None:
+        base = stack[-1].parent if stack else self.root
+        for item in module.items:
+            if not isinstance(item, n.Import):
+                continue
+            raw = item.path
+            if "://" in raw or raw.startswith("\\\\"):
+                self.diags.error("E701", "imports take relative file paths, not URLs", item.span)
+                continue
+            try:
+                target = (base / raw).resolve()
+                exists = target.is_file()
+            except (OSError, ValueError) as err:      # a name too long, a loop of links, ...
+                self.diags.error("E704", f"cannot import `{raw[:80]}`: {getattr(err, 'strerror', None) or err}",
+                                 item.span)
+                continue
+            if not self.allow_outside and not target.is_relative_to(self.root):
+                self.diags.error("E702", f"`{raw}` is outside the spec's folder", item.span,
+                                 "pass --allow-outside-imports to nnspec to allow it")
+                continue
+            if target in stack:
+                cycle = " → ".join(p.name for p in stack[stack.index(target):] + [target])
+                self.diags.error("E703", f"import cycle: {cycle}", item.span)
+                continue
+            if target in self.loaded:
+                continue
+            if len(self.loaded) >= LIMITS.max_imports:
+                self.diags.error("E604", f"more than {LIMITS.max_imports} imported files", item.span)
+                continue
+            if not exists:
+                self.diags.error("E704", f"cannot import `{raw}`: no such file", item.span, f"looked for {target}")
+                continue
+            self.loaded.add(target)
+            try:
+                data = target.read_bytes()
+                if len(data) > LIMITS.max_file_bytes:
+                    raise NnspecError(Diagnostic("error", "E600", "imported file is too large", item.span))
+                shown = str(target)
+                text = data.decode("utf-8")
+                self.sources[shown] = text
+                sub = parse(text, shown)
+            except UnicodeDecodeError:
+                self.diags.error("E002", f"`{raw}` is not UTF-8 text", item.span)
+                continue
+            except NnspecError as err:
+                self.diags.extend(err.diagnostics)
+                self.sources.update(err.sources)
+                continue
+            for other in sub.items:
+                if isinstance(other, (n.Setting,)) or (isinstance(other, n.GraphDef) and other.kind == "model"):
+                    self.diags.error("E705", "an imported file may only hold blocks, consts and imports",
+                                     getattr(other, "name_span", other.span))
+            self._imports(sub, stack + [target])
+            self.modules.append(sub)
+
+    # --- overrides --------------------------------------------------------------------------
+
+    def _apply_overrides(self, main: n.Module, overrides: list[str]) -> n.Module:
+        from nnspec.check.overrides import apply_overrides
+        if not overrides:
+            self.model_params: dict[str, Any] = {}
+            return main
+        main, self.model_params, diags, sources = apply_overrides(main, overrides)
+        self.diags.extend(diags)
+        self.sources.update(sources)
+        return main
+
+    # --- the whole spec -----------------------------------------------------------------------
+
+    def _check(self, main: n.Module) -> Spec | None:
+        names = Scope()
+        blocks: dict[str, n.GraphDef] = {}
+        consts_at: dict[str, Span] = {}
+        for module in self.modules:
+            for item in module.items:
+                if isinstance(item, n.Const):
+                    if item.name in consts_at:
+                        first = consts_at[item.name]
+                        self.diags.error("E209", f"const `{item.name}` is defined twice", item.name_span,
+                                         f"first defined at {first.file}:{first.line}")
+                        continue
+                    consts_at[item.name] = item.name_span
+                    try:
+                        names.values[item.name] = evaluate(item.value, names)
+                    except NnspecError as err:
+                        self.diags.extend(err.diagnostics)
+                elif isinstance(item, n.GraphDef) and item.kind == "block":
+                    if item.name in blocks:
+                        first = blocks[item.name].name_span
+                        self.diags.error("E209", f"block `{item.name}` is defined twice", item.name_span,
+                                         f"first defined at {first.file}:{first.line}")
+                        continue
+                    blocks[item.name] = item
+        graph = GraphChecker(self.catalog, self.diags, blocks, names)
+        models = [i for i in main.items if isinstance(i, n.GraphDef) and i.kind == "model"]
+        sections: dict[str, n.Setting] = {}
+        for item in main.items:
+            if isinstance(item, n.Setting):
+                if item.name not in SECTIONS:
+                    self.diags.error("E500", f"unknown section `{item.name}`", item.name_span,
+                                     did_you_mean(item.name, SECTIONS) or "sections: " + ", ".join(SECTIONS))
+                elif item.name in sections:
+                    self.diags.error("E502", f"section `{item.name}` appears twice", item.name_span,
+                                     f"first at line {sections[item.name].span.line}")
+                else:
+                    sections[item.name] = item
+        for extra in models[1:]:
+            self.diags.error("E520", "a spec has one model", extra.name_span,
+                             "move other models to their own files; share blocks with `import`")
+        model = graph.check_model(models[0], self.model_params) if models else None
+        if not models:
+            if self.model_params:
+                self.diags.error("E521", "--set model.* given but the spec has no model", Span.unknown(main.path))
+            if sections:
+                first = next(iter(sections.values()))
+                self.diags.error("E521", "the spec has settings but no `model`", first.name_span,
+                                 "add `model name { input [...] ... }`")
+            self._names_only(blocks, graph)
+        else:
+            for name, b in blocks.items():
+                if name not in graph.used_blocks and b.span.file == main.path:
+                    self.diags.warning("W101", f"block `{name}` is never used", b.name_span)
+        sc = SectionChecker(self.catalog, self.diags, names)
+        data = sc.data(sections["data"]) if "data" in sections else None
+        loss = sc.loss(sections["loss"]) if "loss" in sections else None
+        metrics = sc.metrics(sections["metrics"]) if "metrics" in sections else ()
+        optimizer = sc.optimizer(sections["optimizer"]) if "optimizer" in sections else None
+        schedule = sc.schedule(sections["schedule"]) if "schedule" in sections else None
+        train = sc.train(sections.get("train"))
+        requires = sc.requires(sections["requires"]) if "requires" in sections else ()
+        self._check_monitor(train, metrics)
+        self._check_capabilities(optimizer, train)
+        if model is not None and optimizer is not None:
+            self._check_groups(optimizer, model)
+        if model is not None:
+            self._check_memory(model, optimizer, main)
+        digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(self.sources.items())).encode()).hexdigest()
+        if self.diags.has_errors or (models and model is None):
+            return None
+        return Spec(main.path, model, data, loss, metrics, optimizer, schedule, train, requires,
+                    dict(self.sources), digest, str(Path(main.path).resolve().parent) if main.path != "<string>"
+                    else str(self.root))
+
+    def _check_memory(self, model, optimizer, main) -> None:
+        from nnspec.check.memory import human, physical_memory
+        ram = physical_memory()
+        slots = optimizer.optimizer.component.info.get("state_slots", 2) if optimizer else 0
+        need = 4 * (model.params + model.buffers + model.trainable_params * (1 + slots))
+        if ram and need > ram:
+            self.diags.error("E610", f"the model needs about {human(need)} for parameters, gradients and optimizer "
+                             f"state, more than this machine's {human(ram)} of memory", model.span,
+                             "reduce widths or depth; `nnspec summary` shows where the parameters are")
+
+    def _names_only(self, blocks: dict[str, n.GraphDef], graph: GraphChecker) -> None:
+        """A block library without a model: check that every name in its blocks resolves."""
+        for block in blocks.values():
+            local = {p.name for p in block.params}
+            for name, span in _graph_names(block.body, local):
+                if name not in blocks and graph._layer(name, span, quiet=True) is None:
+                    graph._layer(name, span)     # reports unknown / plugin errors
+
+    def _check_monitor(self, train, metrics) -> None:
+        wanted = [(train.early_stop.monitor, train.early_stop.span)] if train.early_stop else []
+        if train.monitor != "val_loss" and not train.early_stop:
+            wanted.append((train.monitor, train.span))
+        known = ["train_loss", "val_loss"] + [f"{s}_{m.name}" for s in ("train", "val") for m in metrics]
+        for name, span in wanted:
+            if name not in known and not any(name.startswith(k) for k in known[2:]):
+                self.diags.error("E512", f"cannot monitor `{name}`: no such metric", span,
+                                 did_you_mean(name, known) or "monitor one of: " + ", ".join(known))
+
+    def _check_capabilities(self, optimizer, train) -> None:
+        """Combinations an optimizer's capability flags rule out, known before anything runs."""
+        from nnspec.registry.catalog import CREATE_GRAPH
+        if optimizer is None or CREATE_GRAPH not in optimizer.optimizer.component.flags:
+            return
+        name = optimizer.optimizer.name
+        if train.compile:
+            self.diags.error("E531", f"`{name}` needs second derivatives (backward with create_graph), "
+                             "which torch.compile does not support", optimizer.optimizer.span,
+                             "remove `compile true` from the train section")
+        if train.precision == "fp16":
+            self.diags.error("E531", f"`{name}` needs second derivatives, which fp16 loss scaling would scale",
+                             optimizer.optimizer.span, "use `precision bf16` or fp32")
+
+    def _check_groups(self, optimizer, model) -> None:
+        names = {"bias", "norm", "weights"} | {layer.kind for layer in model.root.layers()}
+        for scope in model.root.scopes():
+            names.update(scope.children)
+            if scope.block:
+                names.add(scope.block)          # a block's name selects every instance of it
+        for group in optimizer.groups:
+            for sel in group.selectors:
+                if any(ch in sel for ch in "*?[") or sel in names:
+                    continue
+                self.diags.error("E513", f"no block, layer or layer kind named `{sel}` in the model", group.span,
+                                 did_you_mean(sel, names) or "selectors: bias, norm, weights, a layer kind used in "
+                                 "the model (linear, embedding, …), a block or layer name, or a quoted glob like "
+                                 "\"head.*\"")
+
+
+def _graph_names(stmts, local: set[str]):
+    """(name, span) of every layer/block reference in a graph body, minus local tensors/shared."""
+    local = set(local)
+    for s in stmts:
+        if isinstance(s, (n.Bind, n.Shared, n.Const)):
+            local.add(s.name)
+    for s in stmts:
+        nodes = s.chain.nodes if isinstance(s, n.Bind) else s.nodes if isinstance(s, n.Chain) else \
+            (s.node,) if isinstance(s, n.Shared) else ()
+        for node in nodes:
+            yield from _node_names(node, local)
+
+
+def _node_names(node, local):
+    if isinstance(node, n.Chain):
+        for inner in node.nodes:
+            yield from _node_names(inner, local)
+    elif isinstance(node, n.Repeat):
+        yield from _node_names(node.node, local)
+    elif isinstance(node, n.Residual):
+        yield from _graph_names(node.body, local)
+        yield from _graph_names(node.shortcut or (), local)
+    elif isinstance(node, n.Parallel):
+        yield from _node_names(node.merge, local)
+        yield from _graph_names(node.branches, local)
+    elif node.name not in local:
+        yield node.name, getattr(node, "name_span", node.span)
