@@ -14,9 +14,11 @@ from nnspec.check.checker import load as _load
 from nnspec.spec.settings import Spec
 
 
-def load(path: str | os.PathLike, overrides: Sequence[str] | dict | None = None) -> Spec:
-    """Parse and check a spec; raises NnspecError listing every problem."""
-    return _load(path, overrides)
+def load(path: str | os.PathLike, overrides: Sequence[str] | dict | None = None, *,
+         open_data: bool = True) -> Spec:
+    """Parse and check a spec; raises NnspecError listing every problem. The data files are
+    opened (headers only) and checked too, unless `open_data=False`."""
+    return _load(path, overrides, open_data=open_data)
 
 
 def _spec(spec_or_path: Spec | str | os.PathLike, overrides) -> Spec:

@@ -68,6 +68,16 @@ class NnspecError(Exception):
         return render_text(self.diagnostics, self.sources)
 
 
+class DataError(Exception):
+    """A problem with the data (not the spec's syntax), found by a data rule when training loads
+    the data or when `validate` reads its headers. `span`, when set, says where in the spec to
+    point; otherwise the dataset's span is used. Reported as E903."""
+
+    def __init__(self, message: str, hint: str | None = None, *, span=None):
+        super().__init__(message)
+        self.message, self.hint, self.span = message, hint, span
+
+
 def error(code: str, message: str, span: Span, hint: str | None = None) -> NnspecError:
     """Shorthand for raising a single located error."""
     return NnspecError([Diagnostic("error", code, message, span, hint)])

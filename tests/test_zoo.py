@@ -105,7 +105,7 @@ def test_zoo_model(case: Case):
     published = case.published() if callable(case.published) else case.published
 
     # 1. the static count at full size, from the checker alone
-    spec = load(path)
+    spec = load(path, open_data=False)          # the zoo's data files are not in the repository
     assert spec.model.params == published
 
     # 2. the compiled module has the same parameters (meta: nothing is allocated)
@@ -118,7 +118,7 @@ def test_zoo_model(case: Case):
     del full
 
     # 3. a reduced model runs, has the inferred output shape, and trains two steps
-    small = load(path, overrides=[f"model.{o}" for o in case.small])
+    small = load(path, overrides=[f"model.{o}" for o in case.small], open_data=False)
     torch.manual_seed(0)
     module = build_model(small.model)
     assert _count(module) == small.model.params
@@ -144,7 +144,7 @@ def test_zoo_covers_every_model_spec():
 
 def test_recursive_net_applies_one_unit_three_times():
     """The shared unit's weights are one set: changing them changes all three applications."""
-    spec = load(ZOO / "recursive_net.nn")
+    spec = load(ZOO / "recursive_net.nn", open_data=False)
     module = build_model(spec.model)
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 3                       # stem + the unit's two convs, registered once
@@ -157,7 +157,7 @@ def test_recursive_net_applies_one_unit_three_times():
 
 
 def test_validate_zoo():
-    result = subprocess.run([sys.executable, "-m", "nnspec", "validate", str(ZOO)],
+    result = subprocess.run([sys.executable, "-m", "nnspec", "validate", "--no-data", str(ZOO)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 invalid" in result.stdout

@@ -40,13 +40,15 @@ class CheckResult:
 
 
 def load(path: str | Path, overrides: Sequence[str] | dict | None = None, *, catalog: Catalog | None = None,
-         allow_outside: bool = False) -> Spec:
+         allow_outside: bool = False, open_data: bool = True) -> Spec:
     """Parse and check a spec; raise NnspecError listing every problem."""
-    return check_file(path, overrides=overrides, catalog=catalog, allow_outside=allow_outside).raise_for_errors()
+    return check_file(path, overrides=overrides, catalog=catalog, allow_outside=allow_outside,
+                      open_data=open_data).raise_for_errors()
 
 
 def check_file(path: str | Path, *, overrides: Sequence[str] | dict | None = None, catalog: Catalog | None = None,
-               allow_outside: bool = False) -> CheckResult:
+               allow_outside: bool = False, open_data: bool = True) -> CheckResult:
+    """Check a spec file. `open_data=False` skips reading the data's headers (CI without the data)."""
     shown = str(path)
     try:
         data = Path(path).read_bytes()
@@ -62,13 +64,15 @@ def check_file(path: str | Path, *, overrides: Sequence[str] | dict | None = Non
     except UnicodeDecodeError as err:
         d = Diagnostic("error", "E002", f"{shown} is not UTF-8 text (byte {err.start})", Span(shown, 1, 1, 1, 2))
         return CheckResult(shown, None, [d])
-    return check_source(text, shown, overrides=overrides, catalog=catalog, allow_outside=allow_outside)
+    return check_source(text, shown, overrides=overrides, catalog=catalog, allow_outside=allow_outside,
+                        open_data=open_data)
 
 
 def check_source(text: str, path: str = "<string>", *, overrides: Sequence[str] | dict | None = None,
-                 catalog: Catalog | None = None, allow_outside: bool = False) -> CheckResult:
+                 catalog: Catalog | None = None, allow_outside: bool = False, open_data: bool = True) -> CheckResult:
     checker = _Checker(catalog or Catalog.default(), Path(path).resolve().parent if path != "<string>" else Path.cwd(),
                        allow_outside)
+    checker.open_data = open_data
     checker.sources[path] = text
     try:
         spec = checker.run(text, path, _override_list(overrides))
@@ -119,6 +123,7 @@ class _Checker:
         self.sources: dict[str, str] = {}
         self.modules: list[n.Module] = []
         self.loaded: set[Path] = set()
+        self.open_data = True
 
     # --- files and imports ------------------------------------------------------------------
 
@@ -259,6 +264,10 @@ class _Checker:
         schedule = sc.schedule(sections["schedule"]) if "schedule" in sections else None
         train = sc.train(sections.get("train"))
         requires = sc.requires(sections["requires"]) if "requires" in sections else ()
+        base_dir = str(Path(main.path).resolve().parent) if main.path != "<string>" else str(self.root)
+        if data is not None:
+            from nnspec.check.data_files import check_data
+            check_data(data, model, loss, metrics, base_dir, self.diags, open_data=self.open_data)
         self._check_monitor(train, metrics)
         self._check_capabilities(optimizer, train)
         if model is not None and optimizer is not None:
@@ -269,8 +278,7 @@ class _Checker:
         if self.diags.has_errors or (models and model is None):
             return None
         return Spec(main.path, model, data, loss, metrics, optimizer, schedule, train, requires,
-                    dict(self.sources), digest, str(Path(main.path).resolve().parent) if main.path != "<string>"
-                    else str(self.root))
+                    dict(self.sources), digest, base_dir)
 
     def _check_memory(self, model, optimizer, main) -> None:
         from nnspec.check.memory import human, physical_memory

@@ -16,7 +16,8 @@ from torch import nn
 
 from nnspec.spec.settings import Spec, Use
 from nnspec.errors import NnspecError, Span, error
-from nnspec.registry.catalog import CLASSIFICATION, FULL_BATCH, NEEDS_CLOSURE
+from nnspec.builtins.datasets.describe import targets_of
+from nnspec.registry.catalog import FULL_BATCH, NEEDS_CLOSURE
 from nnspec.runtime import distributed
 from nnspec.runtime.device import Runtime, resolve
 
@@ -93,10 +94,10 @@ def require_trainable(spec: Spec) -> None:
 def _load_data(spec: Spec, classification: bool):
     from nnspec.runtime.data import DataError, load_data
     model = spec.model
-    out_shape = tuple(model.output.shape)
+    _, num_outputs = targets_of(model.output.shape, spec.loss, spec.metrics)
     try:
         return load_data(spec.data, base_dir=spec.base_dir, seed=spec.train.seed, input_type=model.input,
-                         classification=classification, num_outputs=out_shape[-1] if out_shape else 1)
+                         classification=classification, num_outputs=num_outputs)
     except DataError as err:
         raise error("E903", err.message, err.span or spec.data.dataset.span, err.hint) from err
 
@@ -122,9 +123,7 @@ def assemble(spec: Spec, *, load_data: bool = True) -> Built:
     from nnspec.lower.model import build_model
     model = build_model(spec.model).to(runtime.device)
     loss = spec.loss.component.load()(spec.loss.args).to(runtime.device) if spec.loss is not None else None
-    classification = spec.loss is not None and CLASSIFICATION in spec.loss.component.flags
-    if spec.loss is None:
-        classification = any(CLASSIFICATION in m.component.flags for m in spec.metrics)
+    classification, _ = targets_of(spec.model.output.shape, spec.loss, spec.metrics)
     data = _load_data(spec, classification) if (spec.data is not None and load_data) else None
     num_classes = data.num_classes if data is not None else None
     if num_classes is None and classification and spec.model.output.shape:

@@ -13,7 +13,6 @@ starts; the trainer locates it at the dataset's span in the spec (or at `span` w
 from __future__ import annotations
 
 import math
-import os
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -22,7 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nnspec.builtins.datasets.declare import is_url
+from nnspec.builtins.datasets.describe import (POOL, SPLITS, check_label_range, check_numeric, check_sample_shape,
+                                               check_samples, check_target_width, check_train_batches,
+                                               resolve_path, split_counts)
+from nnspec.errors import DataError
 from nnspec.spec.settings import DataConfig, Use
 from nnspec.runtime.batching import MappedSplit, Split, TensorSplit, TensorStore, epoch_order, mix_seed
 from nnspec.runtime.mapped import MappedArray, iter_chunks
@@ -31,18 +33,7 @@ from nnspec.registry.types import TensorType
 __all__ = ["DataError", "Arrays", "DataContext", "Splits", "Split", "load_data", "normalize_tensor",
            "epoch_order"]
 
-SPLITS = ("train", "val", "test")
-POOL = "data"
 _SPLIT_TAG = 0x5B117
-
-
-class DataError(Exception):
-    """A problem with the data (not the spec's syntax). `span`, when set, says where in the spec
-    to point; otherwise the trainer uses the dataset's span."""
-
-    def __init__(self, message: str, hint: str | None = None, *, span=None):
-        super().__init__(message)
-        self.message, self.hint, self.span = message, hint, span
 
 
 @dataclass
@@ -69,16 +60,7 @@ class DataContext:
 
     def resolve(self, path: str) -> str:
         """The absolute path of a data file; DataError for URLs and files that do not exist."""
-        if is_url(path):
-            raise DataError(f"`{path}` is a URL; nnspec reads local files only",
-                            "download the file and give its local path")
-        full = os.path.abspath(os.path.join(self.base_dir, os.path.expanduser(path)))
-        if not os.path.exists(full):
-            raise DataError(f"data file not found: {full}",
-                            f"relative paths start at the spec's folder ({os.path.abspath(self.base_dir)})")
-        if os.path.isdir(full):
-            raise DataError(f"{full} is a folder, not a data file")
-        return full
+        return resolve_path(self.base_dir, path)
 
     def rng(self, tag: str) -> np.random.Generator:
         """A numpy generator for `tag` (e.g. "blobs"), determined by the run seed."""
@@ -121,10 +103,7 @@ def load_data(cfg: DataConfig, *, base_dir: str, seed: int, input_type: TensorTy
     if classification:
         num_classes = max(int(y.max()) + 1 if y.size else 0 for y in targets.values())
     train = built["train"]
-    if cfg.drop_last and len(train) < cfg.batch_size:
-        raise DataError(f"the train split has {len(train)} samples, fewer than one batch of {cfg.batch_size}, "
-                        "and drop_last is on: training would see no batches",
-                        "lower `batch` or turn drop_last off")
+    check_train_batches(len(train), cfg.batch_size, cfg.drop_last)
     return Splits(train, built.get("val"), built.get("test"), num_classes, norm)
 
 
@@ -150,23 +129,12 @@ def _load_parts(use: Use, ctx: DataContext) -> dict[str, Arrays]:
             part.x = x = np.asarray(x)
         if not isinstance(y, np.ndarray):
             part.y = y = np.asarray(y)
-        if x.ndim == 0 or y.ndim == 0:
-            raise DataError(f"{part.origin}: inputs and targets need a first axis of samples")
-        if len(x) != len(y):
-            raise DataError(f"{part.origin} has {len(x)} input samples but {len(y)} targets",
-                            "inputs and targets must have one row per sample")
-        if len(x) == 0:
-            raise DataError(f"{part.origin} has no samples")
-        if x.dtype.kind not in "biuf":
-            raise DataError(f"inputs of {part.origin} are not numeric (dtype {x.dtype})")
+        check_samples(x.shape, y.shape, part.origin)
+        check_numeric(x.dtype.kind, x.dtype, part.origin)
         if x.ndim == 1:
             part.x = x.reshape(len(x), 1)
         parts[name] = part
     return parts
-
-
-def _show(shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _fit_shape(part: Arrays, want: tuple[int, ...]) -> None:
@@ -175,13 +143,7 @@ def _fit_shape(part: Arrays, want: tuple[int, ...]) -> None:
     have = tuple(part.x.shape[1:])
     if have == want:
         return
-    n_have, n_want = math.prod(have), math.prod(want)
-    if n_have != n_want:
-        what = (f"{n_have} features per sample" if len(have) == 1
-                else f"samples of shape {_show(have)} ({n_have} values)")
-        raise DataError(f"data has {what} but the model input is {_show(want)}"
-                        + ("" if len(want) == 1 else f" ({n_want} values)") + f" ({part.origin})",
-                        f"make the model's input {_show(have)}, or any shape with {n_have} elements")
+    check_sample_shape(have, want, part.origin)
     if not isinstance(part.x, np.memmap):
         part.x = part.x.reshape((len(part.x),) + want)
 
@@ -222,8 +184,7 @@ def _check_inputs(part: Arrays, source, long_inputs: bool) -> None:
 def _targets(part: Arrays, classification: bool, num_outputs: int | None) -> np.ndarray:
     """Targets checked and converted: int64 labels for classification, float32 otherwise."""
     y = np.asarray(part.y)
-    if y.dtype.kind not in "biuf":
-        raise DataError(f"targets of {part.origin} are not numeric (dtype {y.dtype})")
+    check_numeric(y.dtype.kind, y.dtype, part.origin, "targets")
     per = math.prod(y.shape[1:])
 
     def where(flat_index: int) -> str:
@@ -239,10 +200,7 @@ def _targets(part: Arrays, classification: bool, num_outputs: int | None) -> np.
         y = y.astype(np.float32)
         if y.ndim == 1:
             y = y.reshape(-1, 1)
-        if num_outputs is not None and y.shape[-1] != num_outputs:
-            raise DataError(f"data has {y.shape[-1]} target{'s' if y.shape[-1] != 1 else ''} per sample but the "
-                            f"model has {num_outputs} output{'s' if num_outputs != 1 else ''} ({part.origin})",
-                            f"make the last layer output {y.shape[-1]}")
+        check_target_width(y.shape[-1], num_outputs, part.origin)
         return y
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -261,13 +219,8 @@ def _targets(part: Arrays, classification: bool, num_outputs: int | None) -> np.
     if flat[low] < 0:
         raise DataError(f"label {flat[low]} at {where(low)} is negative: class labels must be 0, 1, 2, …",
                         "map the classes to 0..classes-1")
-    if num_outputs is not None:
-        high = int(flat.argmax())
-        if flat[high] >= num_outputs:
-            raise DataError(f"label {flat[high]} at {where(high)} is out of range: the model has "
-                            f"{num_outputs} outputs, so labels must be 0..{num_outputs - 1}",
-                            f"make the last layer output at least {flat[high] + 1} classes "
-                            "(max label + 1), or fix the labels")
+    high = int(flat.argmax())
+    check_label_range(int(flat[high]), num_outputs, lambda: where(high))
     return np.ascontiguousarray(y)
 
 
@@ -277,22 +230,10 @@ def _assign(parts: dict[str, Arrays], fractions: Mapping[str, float], seed: int)
     if POOL in parts:
         pool = parts[POOL]
         n = len(pool.x)
-        wanted = [(k, float(fractions.get(k, 0.0))) for k in SPLITS if k not in out and fractions.get(k, 0.0) > 0]
-        if not wanted:
-            raise DataError(f"every split is given as its own file, so {pool.origin} would be unused",
-                            "drop the separate files or give the main file a share in split(...)")
-        total = sum(f for _, f in wanted)
-        rest = "train" if any(k == "train" for k, _ in wanted) else max(wanted, key=lambda kf: kf[1])[0]
-        counts = {k: int(n * f / total + 0.5) for k, f in wanted if k != rest}
-        counts[rest] = n - sum(counts.values())
-        for k, f in wanted:
-            if counts[k] <= 0:
-                raise DataError(f"the {k} split is empty: its share ({f / total:.1%}) of the {n} samples in "
-                                f"{pool.origin} is less than one sample",
-                                f"raise the {k} fraction, drop {k} from split(...), or use more data")
+        counts = split_counts(n, fractions, set(out), pool.origin)
         perm = np.random.default_rng(mix_seed(seed, _SPLIT_TAG)).permutation(n)
         start = 0
-        for k, _ in wanted:
+        for k in counts:
             out[k] = (POOL, None if counts[k] == n else np.sort(perm[start:start + counts[k]]))
             start += counts[k]
     if "train" not in out:

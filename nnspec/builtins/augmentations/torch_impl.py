@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nnspec.builtins.augmentations.declare import check_augment, crop_room, flip_shape, need_images
 from nnspec.registry.types import TensorType
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]
@@ -27,19 +28,11 @@ def _randint(high: int, n: int, generator: torch.Generator, like: Tensor) -> Ten
     return torch.randint(high, (n,), generator=generator, device=generator.device).to(like.device)
 
 
-def _need_images(name: str, x: Tensor) -> None:
-    if x.dim() != 4:
-        raise ValueError(f"{name} needs image batches [N, C, H, W], got a batch of shape {list(x.shape)}; "
-                         "give the model an input like [1, 8, 8] (e.g. digits(shape = [1, 8, 8]))")
-
-
 def random_flip(args) -> Augment:
     dim = -1 if args.axis == "horizontal" else -2
 
     def flip(x: Tensor, generator: torch.Generator) -> Tensor:
-        if x.dim() < (2 if dim == -1 else 3):
-            raise ValueError(f"random_flip(axis = {args.axis}) cannot flip a batch of shape {list(x.shape)}; "
-                             "give the model an image input like [1, 8, 8]")
+        flip_shape(args, tuple(x.shape[1:]))
         chosen = _rand(len(x), generator, x) < args.p
         return torch.where(chosen.view((-1,) + (1,) * (x.dim() - 1)), x.flip(dim), x)
     return flip
@@ -50,12 +43,8 @@ def random_crop(args) -> Augment:
     pad = args.padding
 
     def crop(x: Tensor, generator: torch.Generator) -> Tensor:
-        _need_images("random_crop", x)
-        n, _, h, w = x.shape
-        h_room, w_room = h + 2 * pad - height, w + 2 * pad - width
-        if h_room < 0 or w_room < 0:
-            raise ValueError(f"random_crop size [{height}, {width}] is larger than the padded image "
-                             f"[{h + 2 * pad}, {w + 2 * pad}]")
+        h_room, w_room = crop_room(args, tuple(x.shape[1:]))
+        n = len(x)
         padded = F.pad(x, (pad, pad, pad, pad)) if pad else x
         top = _randint(h_room + 1, n, generator, x)
         left = _randint(w_room + 1, n, generator, x)
@@ -72,7 +61,7 @@ def random_affine(args) -> Augment:
     low, high = args.scale
 
     def affine(x: Tensor, generator: torch.Generator) -> Tensor:
-        _need_images("random_affine", x)
+        need_images("random_affine", tuple(x.shape[1:]))
         n = len(x)
         angle = (_rand(n, generator, x) * 2 - 1) * max_angle
         zoom = low + _rand(n, generator, x) * (high - low)
@@ -94,31 +83,16 @@ def gaussian_noise(args) -> Augment:
 
 
 def compose_augment(uses: Sequence, input_type: TensorType) -> Augment | None:
-    """One callable applying the spec's augmentations in order, checked against the model's
-    input by a dry run on a tiny batch. Raises DataError located at the failing augmentation."""
-    from nnspec.runtime.data import DataError
+    """One callable applying the spec's augmentations in order, after `check_augment` (the rule
+    validate runs too) has checked them against the model's input. Raises DataError located at
+    the augmentation that does not fit."""
     if not uses:
         return None
-    if input_type.dtype != "float":
-        raise DataError("augmentations need float inputs; this model's input is integer tokens",
-                        "remove `augment` from the data block", span=uses[0].span)
-    steps = [(use, use.component.load()(use.args)) for use in uses]
-    probe = torch.zeros((2,) + tuple(input_type.shape))
-    gen = torch.Generator().manual_seed(0)
-    for use, step in steps:
-        try:
-            out = step(probe, gen)
-        except ValueError as err:
-            raise DataError(f"augmentation `{use.name}`: {err}", span=use.span) from err
-        if out.shape[1:] != probe.shape[1:]:
-            raise DataError(f"augmentation `{use.name}` turns samples of shape {list(probe.shape[1:])} into "
-                            f"{list(out.shape[1:])}, but the model input is {list(probe.shape[1:])}",
-                            "crop to the image size (pad first for translations), e.g. random_crop(32, padding = 4)",
-                            span=use.span)
-        probe = out
+    check_augment(uses, input_type)
+    steps = [use.component.load()(use.args) for use in uses]
 
     def apply(x: Tensor, generator: torch.Generator) -> Tensor:
-        for _, step in steps:
+        for step in steps:
             x = step(x, generator)
         return x
     return apply

@@ -1,7 +1,8 @@
 """Built-in dataset declarations: the bundled digits, files (csv, npy, npz, pt) and synthetic data.
 
-Never import torch here: `nnspec validate` reads these. Loaders live in nnspec/runtime/datasets.py
-(`fn(args, ctx) -> {part: Arrays}`, see nnspec/runtime/data.py for the protocol).
+Never import torch here: `nnspec validate` reads these. Loaders live in readers.py
+(`fn(args, ctx) -> {part: Arrays}`, see nnspec/runtime/data.py for the protocol); each dataset's
+`info["describe"]` (describe.py) tells validate its shapes cheaply, from headers and arguments.
 
 File datasets name one main file whose samples the `split(...)` fractions divide. A split given
 as its own file (`val = "val.csv"`, `test = "test.csv"`) is used whole, and the fractions then
@@ -11,20 +12,16 @@ with a val file puts 8/9 of the main file in train and 1/9 in test).
 from __future__ import annotations
 
 import math
-import re
 
+from nnspec.builtins.datasets import describe as d
+from nnspec.builtins.datasets.describe import is_url
 from nnspec.registry.catalog import Component
 from nnspec.registry.types import (ArgError, Bool, Float, Param, PositiveFloat, PositiveInt, Str, Tuple,
                           Int, OneOf)
 
 IMPL = "nnspec.builtins.datasets.readers:"
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _PATH_DOC = "relative paths start at the spec's folder; absolute paths are fine; URLs are not"
-
-
-def is_url(text: str) -> bool:
-    return bool(_URL.match(text))
 
 
 def _check_paths(*names: str):
@@ -64,7 +61,7 @@ digits = Component(
     params=(Param("shape", Tuple(PositiveInt), (64,),
                   doc="per-sample shape of the 8×8 images: [64] or [1, 8, 8] (64 elements)"),),
     summary="The bundled UCI handwritten digits: 1,797 8×8 images, pixels 0..16, labels 0–9.",
-    impl=IMPL + "digits", check=_check_digits)
+    impl=IMPL + "digits", info={"describe": d.describe_digits}, check=_check_digits)
 
 
 def _check_csv(args) -> None:
@@ -85,7 +82,7 @@ csv = Component(
             Param("delimiter", Str(), ",", doc="the one-character field separator"),
             *_split_files("a CSV file with the same columns")),
     summary="A numeric CSV file: one sample per row, one column is the target.",
-    impl=IMPL + "csv", check=_check_csv)
+    impl=IMPL + "csv", info={"describe": d.describe_csv}, check=_check_csv)
 
 
 _PAIR = Tuple(Str(), 2, broadcast=False)
@@ -98,7 +95,7 @@ npy = Component(
                   doc="memory-map x and read batches from disk (memory stays flat); false loads it into memory"),
             *_split_files('a pair of files ["x.npy", "y.npy"]', _PAIR)),
     summary="Two .npy files (inputs and targets), memory-mapped so data larger than memory works.",
-    impl=IMPL + "npy", check=_check_paths("x", "y", "val", "test"))
+    impl=IMPL + "npy", info={"describe": d.describe_npy}, check=_check_paths("x", "y", "val", "test"))
 
 npz = Component(
     "npz", "datasets",
@@ -109,7 +106,7 @@ npz = Component(
                   doc="memory-map x when the archive is uncompressed (np.savez); compressed archives are loaded"),
             *_split_files("an .npz archive with the same array names")),
     summary="An .npz archive with input and target arrays (uncompressed ones are memory-mapped).",
-    impl=IMPL + "npz", check=_check_paths("path", "val", "test"))
+    impl=IMPL + "npz", info={"describe": d.describe_npz}, check=_check_paths("path", "val", "test"))
 
 pt = Component(
     "pt", "datasets",
@@ -118,7 +115,7 @@ pt = Component(
             Param("y", Str(), "y", doc="key of the targets tensor"),
             *_split_files("a .pt file with the same keys")),
     summary="Tensors saved with torch.save, loaded safely (weights_only: tensors only, no code).",
-    impl=IMPL + "pt", check=_check_paths("path", "val", "test"))
+    impl=IMPL + "pt", info={"describe": d.describe_pt}, check=_check_paths("path", "val", "test"))
 
 
 _SAMPLES = Int(min=2, max=100_000_000)
@@ -137,7 +134,7 @@ blobs = Component(
             Param("classes", Int(min=2), 3, doc="number of clusters, one label each (≥ 2)"),
             Param("spread", PositiveFloat, 1.0, doc="standard deviation of each cluster (> 0)")),
     summary="Gaussian clusters around random centers (classification), seeded by the run seed.",
-    impl=IMPL + "blobs")
+    impl=IMPL + "blobs", info={"describe": d.describe_blobs})
 
 spirals = Component(
     "spirals", "datasets",
@@ -145,7 +142,7 @@ spirals = Component(
             Param("classes", Int(min=2), 2, doc="number of interleaved spiral arms, one label each (≥ 2)"),
             Param("noise", Float(min=0), 0.1, doc="standard deviation of the noise added to each point (≥ 0)")),
     summary="Interleaved 2-D spirals (classification that a linear model cannot solve), seeded by the run seed.",
-    impl=IMPL + "spirals")
+    impl=IMPL + "spirals", info={"describe": d.describe_spirals})
 
 regression = Component(
     "regression", "datasets",
@@ -154,7 +151,7 @@ regression = Component(
             Param("targets", PositiveInt, 1, doc="regression targets per sample"),
             Param("noise", Float(min=0), 0.1, doc="standard deviation of the noise added to the targets (≥ 0)")),
     summary="Targets a random linear function of Gaussian inputs plus noise, seeded by the run seed.",
-    impl=IMPL + "regression")
+    impl=IMPL + "regression", info={"describe": d.describe_regression})
 
 images = Component(
     "images", "datasets",
@@ -164,7 +161,7 @@ images = Component(
             Param("noise", Float(min=0), 1.0, doc="standard deviation of the noise around each class pattern")),
     summary="Synthetic images: a random pattern per class plus noise — for smoke tests and benchmarks of "
             "image models.",
-    impl=IMPL + "images", check=_check_image_shape)
+    impl=IMPL + "images", info={"describe": d.describe_images}, check=_check_image_shape)
 
 tokens = Component(
     "tokens", "datasets",
@@ -174,6 +171,6 @@ tokens = Component(
             Param("samples", _SAMPLES, 512, doc="number of sequences")),
     summary="Synthetic token sequences (int64 ids) whose class shifts which tokens are frequent — for smoke "
             "tests of embedding, recurrent and transformer models (`input [length] long`).",
-    impl=IMPL + "tokens")
+    impl=IMPL + "tokens", info={"describe": d.describe_tokens})
 
 COMPONENTS = [digits, csv, npy, npz, pt, blobs, spirals, regression, images, tokens]

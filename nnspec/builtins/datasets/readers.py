@@ -17,6 +17,7 @@ from importlib import resources
 
 import numpy as np
 
+from nnspec.builtins.datasets.describe import npz_members, target_column
 from nnspec.errors import did_you_mean
 from nnspec.runtime.data import POOL, Arrays, DataContext, DataError
 
@@ -54,7 +55,7 @@ def _read_csv(path: str, shown: str, args) -> Arrays:
         raise DataError(f"{shown} is empty")
     names = [n.strip() for n in first] if args.header else None
     if names is not None:
-        _target_column(args.target, names, len(names), shown)      # a missing column first
+        target_column(args.target, names, len(names), shown)      # a missing column first
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")     # "input contained no data": reported below
@@ -68,24 +69,9 @@ def _read_csv(path: str, shown: str, args) -> Arrays:
     columns = table.shape[1]
     if names is not None and len(names) != columns:
         raise DataError(f"{shown} has {len(names)} column names in its header but {columns} columns of data")
-    target = _target_column(args.target, names, columns, shown)
+    target = target_column(args.target, names, columns, shown)
     x = np.delete(table, target, axis=1).astype(np.float32)
     return Arrays(x, table[:, target], shown, locate=_line_locator(path, args.header))
-
-
-def _target_column(target, names, columns: int, shown: str) -> int:
-    if isinstance(target, str):
-        if names is None:
-            raise DataError(f"{shown} has no header row, so `target` must be a column index",
-                            "target = -1 is the last column")
-        if target not in names:
-            raise DataError(f"{shown} has no column `{target}`; its columns are: {', '.join(names)}",
-                            did_you_mean(target, names) or "set target = \"<column name>\" in csv(...)")
-        return names.index(target)
-    if not -columns <= target < columns:
-        raise DataError(f"target column {target} is out of range: {shown} has {columns} columns",
-                        f"use an index from 0 to {columns - 1}, or -1 for the last column")
-    return target % columns
 
 
 def _find_bad_cell(path: str, shown: str, args, names) -> None:
@@ -166,13 +152,9 @@ def _read_npz(path: str, shown: str, args) -> Arrays:
     except (zipfile.BadZipFile, OSError) as err:
         raise DataError(f"{shown} is not an .npz archive: {err}") from err
     with archive:
-        members = {n[:-4]: archive.getinfo(n) for n in archive.namelist() if n.endswith(".npy")}
-        for key in (args.x, args.y):
-            if key not in members:
-                raise DataError(f"{shown} has no array `{key}`; it holds: {', '.join(members) or 'nothing'}",
-                                did_you_mean(key, members) or "set x = \"...\" and y = \"...\" in npz(...)")
-        x = _npz_member(archive, path, shown, members[args.x], args.mmap)
-        y = _npz_member(archive, path, shown, members[args.y], False)
+        members = npz_members(archive.namelist(), (args.x, args.y), shown)
+        x = _npz_member(archive, path, shown, archive.getinfo(members[args.x]), args.mmap)
+        y = _npz_member(archive, path, shown, archive.getinfo(members[args.y]), False)
     return Arrays(x, y, shown)
 
 
