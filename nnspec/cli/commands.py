@@ -79,12 +79,13 @@ def cmd_validate(args) -> int:
     return EXIT_INVALID if failed else EXIT_OK
 
 
-def _load_or_report(path: str, overrides, args):
+def _load_or_report(path: str, overrides, args, open_data: bool = True):
     from nnspec.check.checker import check_file
     if not Path(path).is_file():
         print(f"nnspec: no such file: {path}", file=sys.stderr)
         return None, EXIT_USAGE
-    result = check_file(path, overrides=overrides, allow_outside=getattr(args, "allow_outside_imports", False))
+    result = check_file(path, overrides=overrides, allow_outside=getattr(args, "allow_outside_imports", False),
+                        open_data=open_data)
     _print_diagnostics(result.diagnostics, result.sources, "text", out=sys.stderr)
     if not result.ok or result.spec is None:
         return None, EXIT_INVALID
@@ -92,7 +93,7 @@ def _load_or_report(path: str, overrides, args):
 
 
 def cmd_summary(args) -> int:
-    spec, code = _load_or_report(args.spec, args.set, args)
+    spec, code = _load_or_report(args.spec, args.set, args, open_data=False)   # the model only
     if spec is None:
         return code
     if spec.model is None:
