@@ -198,3 +198,32 @@ def test_validate_reads_headers_only_and_never_imports_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "2 files checked: 2 valid" in out.stdout
+
+
+def test_damaged_files_are_located_errors_not_tracebacks(tmp_path):
+    import io
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((5, 4)))
+    with zipfile.ZipFile(tmp_path / "d.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", buf.getvalue())
+        archive.writestr("y.npy", buf.getvalue())
+    raw = bytearray((tmp_path / "d.npz").read_bytes())
+    raw[60:80] = bytes(range(20))                       # inside x's deflated stream
+    (tmp_path / "d.npz").write_bytes(bytes(raw))
+    (tmp_path / "t.csv").write_bytes(bytes(range(256)))
+    (tmp_path / "x.npy").write_bytes(b"hello world")
+    for data, what in (('npz("d.npz")', "d.npz"), ('csv(path = "t.csv")', "not UTF-8"),
+                       ("npy", "could not be read as .npy")):
+        err = the_data_error(write_spec(tmp_path, f"data {data}"))
+        assert what in err.message or what in (err.hint or ""), err
+
+
+def test_the_declared_digits_rows_are_the_bundled_rows():
+    from nnspec.builtins.datasets import readers
+    from nnspec.builtins.datasets.declare import digits
+    from nnspec.registry.binding import bind
+    args, _ = bind(digits.params, [], [], "digits", digits.check)
+    described = digits.info["describe"](args, ".")["data"]
+    loaded = readers.digits(args, None)["data"]
+    assert described.rows == len(loaded.x) and described.sample == loaded.x.shape[1:]
+    assert described.classes == int(loaded.y.max()) + 1

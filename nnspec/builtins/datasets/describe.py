@@ -16,6 +16,7 @@ import math
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -156,6 +157,32 @@ def target_column(target, names, columns: int, shown: str) -> int:
     return target % columns
 
 
+def csv_head(path: str, shown: str, args) -> tuple[list[str] | None, int | None]:
+    """A CSV file's column names (None without a header) and the field count of its first data
+    row (None when it has none), from its first lines only."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = _csv.reader(f, delimiter=args.delimiter)
+            first = next(reader, None)
+            if first is None:
+                raise DataError(f"{shown} is empty")
+            rows = (first,) if not args.header else ()
+            for row in (*rows, *reader):
+                if row and not (len(row) == 1 and not row[0].strip()):
+                    return ([n.strip() for n in first] if args.header else None), len(row)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{shown} is not UTF-8 text (byte {err.start})", "save the CSV file as UTF-8") from err
+    except _csv.Error as err:
+        raise DataError(f"{shown} could not be read as CSV: {err}", "save it as plain comma-separated text") from err
+    return ([n.strip() for n in first] if args.header else None), None
+
+
+def check_header_width(names: list[str] | None, columns: int, shown: str) -> None:
+    if names is not None and len(names) != columns:
+        raise DataError(f"{shown} has {len(names)} column names in its header but {columns} columns of data",
+                        "every row needs the same number of fields as the header")
+
+
 def npz_members(names, keys, shown: str) -> dict[str, str]:
     """{array name: member name} of an .npz archive; DataError when a wanted array is missing."""
     members = {n[:-4]: n for n in names if n.endswith(".npy")}
@@ -188,17 +215,16 @@ def _with_split_files(args, one: Callable[[object], DataShape]) -> dict[str, Dat
 def describe_csv(args, base_dir: str) -> dict[str, DataShape]:
     def one(shown: str) -> DataShape:
         path = resolve_path(base_dir, shown)
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            first = next(_csv.reader(f, delimiter=args.delimiter), None)
-        if first is None:
-            raise DataError(f"{shown} is empty")
-        names = [n.strip() for n in first] if args.header else None
-        target_column(args.target, names, len(first), shown)
-        with open(path, "rb") as f:
-            rows = sum(1 for line in f if line.strip()) - (1 if args.header else 0)
-        if rows <= 0:
+        names, columns = csv_head(path, shown, args)
+        if names is not None:
+            target_column(args.target, names, len(names), shown)      # a missing column first
+        if columns is None:
             raise DataError(f"{shown} has no data rows")
-        return DataShape(shown, rows, (len(first) - 1,), "float32", ())
+        check_header_width(names, columns, shown)
+        target_column(args.target, names, columns, shown)
+        with open(path, "rb") as f:                  # a line count, not a parse
+            rows = sum(1 for line in f if line.strip()) - (1 if args.header else 0)
+        return DataShape(shown, rows, (columns - 1,), "float32", ())
     return _with_split_files(args, one)
 
 
@@ -209,8 +235,9 @@ def npy_header(f, shown: str):
         version = fmt.read_magic(f)
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, _, dtype = read(f)
-    except ValueError as err:
-        raise DataError(f"{shown} could not be read as .npy: {err}") from err
+    except (ValueError, EOFError, zlib.error, zipfile.BadZipFile) as err:   # zip: a damaged member
+        raise DataError(f"{shown} could not be read as .npy: {err}",
+                        "write it with np.save / np.savez, and check that it was copied completely") from err
     if dtype.hasobject:
         raise DataError(f"{shown} is not a numeric .npy array: it holds Python objects",
                         "save plain numeric arrays with np.save (object arrays are never unpickled)")
@@ -244,13 +271,17 @@ def describe_npz(args, base_dir: str) -> dict[str, DataShape]:
         try:
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as err:
-            raise DataError(f"{shown} is not an .npz archive: {err}") from err
+            raise DataError(f"{shown} is not an .npz archive: {err}", "write it with np.savez or np.savez_compressed") from err
         with archive:
             members = npz_members(archive.namelist(), (args.x, args.y), shown)
             heads = []
             for key in (args.x, args.y):
-                with archive.open(members[key]) as f:      # streams: only the header is inflated
-                    heads.extend(npy_header(f, f"array `{key}` in {shown}"))
+                try:
+                    with archive.open(members[key]) as f:      # streams: only the header is inflated
+                        heads.extend(npy_header(f, f"array `{key}` in {shown}"))
+                except (NotImplementedError, RuntimeError) as err:   # compression method, encryption
+                    raise DataError(f"array `{key}` in {shown} could not be read: {err}",
+                                    "write it with np.savez or np.savez_compressed (no encryption)") from err
         return _described(*heads, shown)
     return _with_split_files(args, one)
 

@@ -17,7 +17,7 @@ from importlib import resources
 
 import numpy as np
 
-from nnspec.builtins.datasets.describe import npz_members, target_column
+from nnspec.builtins.datasets.describe import check_header_width, csv_head, npz_members, target_column
 from nnspec.errors import did_you_mean
 from nnspec.runtime.data import POOL, Arrays, DataContext, DataError
 
@@ -49,11 +49,7 @@ def csv(args, ctx: DataContext) -> dict[str, Arrays]:
 
 
 def _read_csv(path: str, shown: str, args) -> Arrays:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        first = next(_csv.reader(f, delimiter=args.delimiter), None)
-    if first is None:
-        raise DataError(f"{shown} is empty")
-    names = [n.strip() for n in first] if args.header else None
+    names, _ = csv_head(path, shown, args)
     if names is not None:
         target_column(args.target, names, len(names), shown)      # a missing column first
     try:
@@ -67,8 +63,7 @@ def _read_csv(path: str, shown: str, args) -> Arrays:
     if table.size == 0:
         raise DataError(f"{shown} has no data rows")
     columns = table.shape[1]
-    if names is not None and len(names) != columns:
-        raise DataError(f"{shown} has {len(names)} column names in its header but {columns} columns of data")
+    check_header_width(names, columns, shown)
     target = target_column(args.target, names, columns, shown)
     x = np.delete(table, target, axis=1).astype(np.float32)
     return Arrays(x, table[:, target], shown, locate=_line_locator(path, args.header))
