@@ -227,3 +227,12 @@ def test_the_declared_digits_rows_are_the_bundled_rows():
     loaded = readers.digits(args, None)["data"]
     assert described.rows == len(loaded.x) and described.sample == loaded.x.shape[1:]
     assert described.classes == int(loaded.y.max()) + 1
+
+
+def test_targets_are_not_judged_without_a_loss_or_metrics(tmp_path):
+    """Without a loss or metrics, regression vs classification is open: only the inputs are checked."""
+    path = tmp_path / "model_and_data.nn"
+    path.write_text("model m {\n    input [64]\n    linear(10)\n}\ndata digits\n")
+    assert check_file(path).ok
+    path.write_text("model m {\n    input [63]\n    linear(10)\n}\ndata digits\n")
+    assert not check_file(path).ok

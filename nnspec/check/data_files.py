@@ -47,12 +47,13 @@ def _report(diags: Diagnostics, span, rule, *args) -> None:
 
 def _against_model(parts: Mapping[str, DataShape], data: DataConfig, model, loss, metrics) -> None:
     classification, num_outputs = targets_of(model.output.shape, loss, metrics)
+    known = loss is not None or bool(metrics)        # without either, what the targets are is open
     for part in parts.values():
         if part.sample is not None:
             check_sample_shape(part.sample, tuple(model.input.shape), part.origin)
-        if part.target is not None and not classification:
+        if part.target is not None and known and not classification:
             check_target_width(part.target[-1] if part.target else 1, num_outputs, part.origin)
-        if part.classes is not None and classification:
+        if part.classes is not None and known and classification:
             labels = min(part.classes, part.rows or part.classes)
             check_label_range(labels - 1, num_outputs, lambda p=part: f"{p.origin} (classes = {p.classes})")
         if part.max_token is not None and model.input.dtype == "long":
