@@ -1,4 +1,4 @@
-"""The checker: files → imports → consts → model graph → sections → a checked `Spec`.
+"""The checker: files → imports → consts → model graph → sections → data files → a checked `Spec`.
 
 `check_file` never raises for a user mistake: it returns every diagnostic it found, in source
 order. `load` is the strict form used by training and the Python API.
@@ -71,8 +71,7 @@ def check_file(path: str | Path, *, overrides: Sequence[str] | dict | None = Non
 def check_source(text: str, path: str = "<string>", *, overrides: Sequence[str] | dict | None = None,
                  catalog: Catalog | None = None, allow_outside: bool = False, open_data: bool = True) -> CheckResult:
     checker = _Checker(catalog or Catalog.default(), Path(path).resolve().parent if path != "<string>" else Path.cwd(),
-                       allow_outside)
-    checker.open_data = open_data
+                       allow_outside, open_data)
     checker.sources[path] = text
     try:
         spec = checker.run(text, path, _override_list(overrides))
@@ -115,7 +114,7 @@ def _dedupe(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
 
 
 class _Checker:
-    def __init__(self, catalog: Catalog, root: Path, allow_outside: bool):
+    def __init__(self, catalog: Catalog, root: Path, allow_outside: bool, open_data: bool = True):
         self.catalog = catalog
         self.root = root
         self.allow_outside = allow_outside
@@ -123,7 +122,7 @@ class _Checker:
         self.sources: dict[str, str] = {}
         self.modules: list[n.Module] = []
         self.loaded: set[Path] = set()
-        self.open_data = True
+        self.open_data = open_data          # read the data files' headers (validate --no-data: no)
 
     # --- files and imports ------------------------------------------------------------------
 

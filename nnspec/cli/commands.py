@@ -62,7 +62,8 @@ def cmd_validate(args) -> int:
     all_diags: list[Diagnostic] = []
     failed = 0
     for f in files:
-        result = check_file(f, overrides=args.set, allow_outside=args.allow_outside_imports, open_data=not args.no_data)
+        result = check_file(f, overrides=args.set, allow_outside=args.allow_outside_imports,
+                            open_data=not args.no_data)
         diags = result.diagnostics
         all_diags.extend(diags)
         bad = any(d.severity == "error" for d in diags) or (args.strict and diags)
@@ -74,7 +75,8 @@ def cmd_validate(args) -> int:
         errors = sum(d.severity == "error" for d in all_diags)
         warnings = len(all_diags) - errors
         ok = len(files) - failed
-        print(f"{len(files)} file{'s' * (len(files) != 1)} checked{' (data not opened)' * args.no_data}: {ok} valid, {failed} invalid "
+        checked = "checked (data not opened)" if args.no_data else "checked"
+        print(f"{len(files)} file{'s' * (len(files) != 1)} {checked}: {ok} valid, {failed} invalid "
               f"({errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)})")
     return EXIT_INVALID if failed else EXIT_OK
 
