@@ -251,11 +251,24 @@ def _described(x_shape, x_dtype, y_shape, y_dtype, origin: str) -> DataShape:
     return DataShape(origin, x_shape[0], x_shape[1:] or (1,), str(x_dtype), y_shape[1:])
 
 
+def npz_not_npy(shown: str) -> DataError:
+    return DataError(f"{shown} is an .npz archive, not an .npy file", f'use npz(path = "{shown}")')
+
+
+def open_npz(path: str, shown: str) -> zipfile.ZipFile:
+    """The archive's listing (members are read one by one, on demand)."""
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DataError(f"{shown} is not an .npz archive: {err}",
+                        "write it with np.savez or np.savez_compressed") from err
+
+
 def describe_npy(args, base_dir: str) -> dict[str, DataShape]:
     def header(shown: str):
         with open(resolve_path(base_dir, shown), "rb") as f:
             if f.read(4) == b"PK\x03\x04":
-                raise DataError(f"{shown} is an .npz archive, not an .npy file", f'use npz(path = "{shown}")')
+                raise npz_not_npy(shown)
             f.seek(0)
             return npy_header(f, shown)
 
@@ -267,12 +280,7 @@ def describe_npy(args, base_dir: str) -> dict[str, DataShape]:
 
 def describe_npz(args, base_dir: str) -> dict[str, DataShape]:
     def one(shown: str) -> DataShape:
-        path = resolve_path(base_dir, shown)
-        try:
-            archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as err:
-            raise DataError(f"{shown} is not an .npz archive: {err}", "write it with np.savez or np.savez_compressed") from err
-        with archive:
+        with open_npz(resolve_path(base_dir, shown), shown) as archive:
             members = npz_members(archive.namelist(), (args.x, args.y), shown)
             heads = []
             for key in (args.x, args.y):

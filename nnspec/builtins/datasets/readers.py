@@ -17,7 +17,8 @@ from importlib import resources
 
 import numpy as np
 
-from nnspec.builtins.datasets.describe import check_header_width, csv_head, npz_members, target_column
+from nnspec.builtins.datasets.describe import (check_header_width, csv_head, npz_members, npz_not_npy, open_npz,
+                                               target_column)
 from nnspec.errors import did_you_mean
 from nnspec.runtime.data import POOL, Arrays, DataContext, DataError
 
@@ -133,7 +134,7 @@ def _load_npy(path: str, shown: str, mmap: bool) -> np.ndarray:
         raise DataError(f"{shown} could not be read as .npy: {err}") from err
     if not isinstance(arr, np.ndarray):
         arr.close()
-        raise DataError(f"{shown} is an .npz archive, not an .npy file", f'use npz(path = "{shown}")')
+        raise npz_not_npy(shown)
     return arr
 
 
@@ -142,11 +143,7 @@ def npz(args, ctx: DataContext) -> dict[str, Arrays]:
 
 
 def _read_npz(path: str, shown: str, args) -> Arrays:
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise DataError(f"{shown} is not an .npz archive: {err}") from err
-    with archive:
+    with open_npz(path, shown) as archive:
         members = npz_members(archive.namelist(), (args.x, args.y), shown)
         x = _npz_member(archive, path, shown, archive.getinfo(members[args.x]), args.mmap)
         y = _npz_member(archive, path, shown, archive.getinfo(members[args.y]), False)
