@@ -1,8 +1,13 @@
-"""The training loop. It reads top to bottom: set up → epochs (steps, log points, epoch end) →
-test → outputs.
+"""The training loop. It reads top to bottom: `_train` sets up (`_set_up`), then for each epoch
+runs its optimizer steps (`_train_epoch`, with `_after_step`: log points, step checkpoints,
+signals) and ends it (`_end_epoch`: validation, the row, best and early stopping, epoch
+checkpoints), then finishes (`_finish`: test, summary, last checkpoint, weights). The state
+lives in small named objects: Position, LossLog, NanGuard, BestTracker/EarlyStopping and
+Checkpointer (runtime/loop_state.py), and the Stepper that turns batches into optimizer steps
+(runtime/optimizer_step.py); `_Loop` holds them for one run.
 
 The step never waits for the device. Each micro-batch's loss is kept as a detached device
-tensor in `window`, and the window is read (one sync) only at log points: every `log_every`
+tensor in the LossLog's window, read (one sync) only at log points: every `log_every`
 optimizer steps (auto: a tenth of an epoch, at least 10 steps) and at the end of each epoch.
 Metrics accumulate on the device. Training metrics are only computed when something monitors
 one (`train_accuracy`): updating them costs a few kernels per step.
