@@ -22,7 +22,7 @@ from nnspec.runtime.loop_state import LossLog, NanGuard
 
 class Stepper:
     """Runs micro-batches into optimizer steps. `micro` counts the micro-batches of the step
-    in progress; `batch` returns True when a batch completed an optimizer step."""
+    in progress; `feed` returns True when a batch completed an optimizer step."""
 
     def __init__(self, b: Built, forwards: Forwards, scaler, train_metrics: list, guard: NanGuard,
                  split, per_epoch_lr: bool):
@@ -40,7 +40,7 @@ class Stepper:
         self.split = split
         self.micro = 0
 
-    def batch(self, x: torch.Tensor, y: torch.Tensor, log: LossLog, more: bool, step: int) -> bool:
+    def feed(self, x: torch.Tensor, y: torch.Tensor, log: LossLog, more: bool, step: int) -> bool:
         """Feed one batch (`more`: batches of the epoch still follow); True when it completed
         an optimizer step, which is then step number `step` (0-based)."""
         if self.closure:

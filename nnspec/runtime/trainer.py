@@ -298,7 +298,7 @@ def _train_epoch(loop: _Loop, epoch: int) -> bool:
         pos.sample = min(len(b.data.train), pos.sample + global_batch)
         if b.augment is not None:
             x = b.augment(x, loop.generator)
-        if stepper.batch(x, y, log, bool(still), pos.step) and (reached := _after_step(loop)):
+        if stepper.feed(x, y, log, bool(still), pos.step) and (reached := _after_step(loop)):
             break
     if stepper.micro and not reached:     # leftover micro-batches of an accumulation
         stepper.finish()
