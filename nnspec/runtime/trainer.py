@@ -110,6 +110,7 @@ class _Loop:
     val_metrics: list
     lr: Callable[[], float]                 # the lr shown: the default parameter group's
     per_epoch_lr: bool
+    log_every: int                          # optimizer steps between log points
     guard: NanGuard
     best: BestTracker
     stopper: EarlyStopping | None
@@ -193,7 +194,7 @@ def _set_up(spec: Spec, b: Built, forwards, out_dir, progress, resumed, stop_fla
     per_epoch_lr = spec.schedule is not None and spec.schedule.interval == "epoch"
     loop = _Loop(spec, b, forwards, scaler, generator, run, make_progress(progress if is_main else False),
                  distributed.StopVote(stop_flag), stop_flag, split, train_metrics, list(b.metrics.values()), lr,
-                 per_epoch_lr, guard, best, stopper,
+                 per_epoch_lr, cfg.log_every or max(10, math.ceil(b.steps_per_epoch / 10)), guard, best, stopper,
                  Stepper(b, forwards, scaler, train_metrics, guard, split, per_epoch_lr))
     loop.saver = Checkpointer(run, cfg.checkpoint, functools.partial(_checkpoint_state, loop))
     info = (f"training {Path(spec.path).name} on {b.runtime.describe()}{distributed.describe()}: "
@@ -312,7 +313,7 @@ def _after_step(loop: _Loop) -> bool:
     `train.steps` is reached."""
     pos, log, cfg = loop.pos, loop.log, loop.spec.train
     pos.step += 1
-    if pos.step % (cfg.log_every or max(10, math.ceil(loop.b.steps_per_epoch / 10))) == 0:
+    if pos.step % loop.log_every == 0:
         log.flush(pos.step, loop.guard)
         loop.display.update(batch=pos.step - log.first_step, loss=log.running_mean(), lr=loop.lr(),
                             samples_per_s=log.samples_per_s())
