@@ -3,6 +3,7 @@ steps, the run folder, checkpoints, safetensors weights and the Python API."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import subprocess
@@ -14,6 +15,7 @@ import torch
 
 import nnspec
 from nnspec.errors import NnspecError
+from nnspec.runtime.loop_state import InternalError
 from nnspec.runtime.outputs import load_checkpoint, load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +76,28 @@ def test_early_stopping_stops_after_patience_epochs(tmp_path):
     assert len(result.history) == 3
     assert result.summary["stopped"] == "early_stop"
     assert result.best == result.history[0]["val_loss"]
+
+
+def test_early_stop_ends_cleanly_when_the_monitored_metric_was_never_finite(tmp_path):
+    # the loss diverges in the first epoch (skipped steps), so val_loss is nan from the start
+    path = write(tmp_path, "loss cross_entropy\noptimizer sgd(lr = 1e8)\n"
+                           "train { epochs 10; seed 2; on_nan skip; early_stop(monitor = val_loss, patience = 2);"
+                           " checkpoint(every_epochs = never) }\n")
+    result = run(path, tmp_path)
+    assert not any(math.isfinite(r["val_loss"]) for r in result.history)
+    assert result.summary["stopped"] == "early_stop" and len(result.history) == 2
+    assert result.best is None
+
+
+def test_a_monitored_metric_missing_from_the_rows_is_an_internal_error(tmp_path):
+    # the check only lets through names an epoch's row has; a spec built around it must not
+    # end in a TypeError but in an error that says the check missed it
+    path = write(tmp_path, "loss cross_entropy\noptimizer adam\n"
+                           "train { epochs 3; seed 0; early_stop(monitor = val_loss, patience = 1) }\n")
+    spec = nnspec.load(path)
+    train = dataclasses.replace(spec.train, early_stop=dataclasses.replace(spec.train.early_stop, monitor="val_nope"))
+    with pytest.raises(InternalError, match=r"internal error: the monitored metric `val_nope` is not among"):
+        nnspec.train(dataclasses.replace(spec, train=train), out_dir=False, progress=False)
 
 
 def test_steps_limit_stops_mid_epoch(tmp_path):

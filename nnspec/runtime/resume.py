@@ -1,6 +1,6 @@
 """Resuming a run from its checkpoints, exactly.
 
-A checkpoint (see trainer.checkpoint_state) holds the model, optimizer, schedule, scaler, every
+A checkpoint (see trainer._checkpoint_state) holds the model, optimizer, schedule, scaler, every
 RNG, the epoch and the number of samples of its order already read (by all processes), the
 partial-epoch loss sums, history and best/early-stop state. The sample order is a pure function
 of (seed, epoch), so a resumed run reads the rest of the epoch from there and, on CPU, ends

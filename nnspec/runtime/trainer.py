@@ -1,8 +1,13 @@
-"""The training loop. It reads top to bottom: set up → epochs (steps, log points, epoch end) →
-test → outputs.
+"""The training loop. It reads top to bottom: `_train` sets up (`_set_up`), then for each epoch
+runs its optimizer steps (`_train_epoch`, with `_after_step`: log points, step checkpoints,
+signals) and ends it (`_end_epoch`: validation, the row, best and early stopping, epoch
+checkpoints), then finishes (`_finish`: test, summary, last checkpoint, weights). The state
+lives in small named objects: Position, LossLog, NanGuard, BestTracker/EarlyStopping and
+Checkpointer (runtime/loop_state.py), and the Stepper that turns batches into optimizer steps
+(runtime/optimizer_step.py); `_Loop` holds them for one run.
 
 The step never waits for the device. Each micro-batch's loss is kept as a detached device
-tensor in `window`, and the window is read (one sync) only at log points: every `log_every`
+tensor in the LossLog's window, read (one sync) only at log points: every `log_every`
 optimizer steps (auto: a tenth of an epoch, at least 10 steps) and at the end of each epoch.
 Metrics accumulate on the device. Training metrics are only computed when something monitors
 one (`train_accuracy`): updating them costs a few kernels per step.
@@ -23,26 +28,27 @@ back to its train_* twin. The test split is evaluated once, with the final weigh
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from nnspec.spec.settings import Spec
-from nnspec.errors import error
 from nnspec.registry.catalog import CREATE_GRAPH, FULL_BATCH, NEEDS_CLOSURE
 from nnspec.runtime import distributed
 from nnspec.runtime.assemble import Built, assemble, require_trainable, spec_errors
 from nnspec.runtime.batching import mix_seed
 from nnspec.runtime.evaluation import evaluate_split, preflight
-from nnspec.runtime.resume import rng_state
+from nnspec.runtime.loop_state import BestTracker, Checkpointer, EarlyStopping, LossLog, NanGuard, Position
+from nnspec.runtime.optimizer_step import Stepper
 from nnspec.runtime.outputs import RunDir, default_run_dir, overrides_of
 from nnspec.runtime.progress import Progress, make_progress
+from nnspec.runtime.resume import rng_state
+from nnspec.spec.settings import Spec
 
 _AUGMENT_TAG = 0xA06
 
@@ -56,28 +62,6 @@ class Result:
     best: float | None                  # best value of the monitored metric
     summary: dict = field(default_factory=dict)
     built: Built | None = None
-
-
-class _Best:
-    """The best value so far of one monitored metric, and epochs since it last improved."""
-
-    def __init__(self, name: str, mode: str, min_delta: float = 0.0):
-        self.name, self.mode, self.min_delta = name, mode, min_delta
-        self.value: float | None = None
-        self.epoch: int | None = None
-        self.wait = 0
-
-    def update(self, value: Any, epoch: int) -> bool:
-        ok = isinstance(value, (int, float)) and math.isfinite(value)
-        if ok and (self.value is None or (value < self.value - self.min_delta if self.mode == "min"
-                                          else value > self.value + self.min_delta)):
-            self.value, self.epoch, self.wait = float(value), epoch, 0
-            return True
-        self.wait += 1
-        return False
-
-    def state(self) -> dict:
-        return {"name": self.name, "mode": self.mode, "value": self.value, "epoch": self.epoch, "wait": self.wait}
 
 
 def train(spec: Spec, *, out_dir: str | Path | bool | None = None, progress: "bool | None | Progress" = None,
@@ -108,382 +92,304 @@ def train(spec: Spec, *, out_dir: str | Path | bool | None = None, progress: "bo
         return _train(spec, out_dir, progress, resumed, stop_flag)
 
 
+
+@dataclass
+class _Loop:
+    """What the phases of one run share: the built run (set up once) and its state objects."""
+    spec: Spec
+    b: Built
+    forwards: distributed.Forwards
+    scaler: Any
+    generator: torch.Generator | None
+    run: RunDir | None
+    display: Progress
+    stop_vote: distributed.StopVote
+    stop_flag: Any
+    split: Any                              # this rank's part of each global batch
+    train_metrics: list
+    val_metrics: list
+    lr: Callable[[], float]                 # the lr shown: the default parameter group's
+    per_epoch_lr: bool
+    log_every: int                          # optimizer steps between log points
+    guard: NanGuard
+    best: BestTracker
+    stopper: EarlyStopping | None
+    stepper: Stepper
+    saver: Checkpointer | None = None       # set once the loop exists (it saves the loop's state)
+    pos: Position = field(default_factory=Position)
+    start_epoch: int = 0
+    log: LossLog | None = None              # the current epoch's losses
+    history: list[dict] = field(default_factory=list)
+    resume_sample: int = 0                  # samples of the first epoch's order already read
+    carried: dict | None = None             # a mid-epoch checkpoint's partial-epoch sums
+    samples: int = 0                        # training samples read, all epochs
+    train_seconds: float = 0.0
+
+
 def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Result:
     # ---- set up ---------------------------------------------------------------------------------
     t_start = time.perf_counter()
     require_trainable(spec)
-    cfg = spec.train
     b = assemble(spec)
     preflight(b)
-    model, opt, sched, loss_fn, runtime = b.model, b.optimizer, b.scheduler, b.loss, b.runtime
-    data, device = b.data, b.device
-    distributed.check_supported(b.flags, NEEDS_CLOSURE, CREATE_GRAPH, cfg.span)
-    forwards = distributed.prepare(model, device, compile=cfg.compile, seed=cfg.seed)  # DDP/compile
-    fwd, eval_fwd = forwards.train, forwards.eval
-    is_main = distributed.world().is_main         # only rank 0 prints and writes the run folder
-    params = [p for g in opt.param_groups for p in g["params"]]
-    groups = opt.param_groups
-    closure_opt = NEEDS_CLOSURE in b.flags
-    create_graph = CREATE_GRAPH in b.flags
-    full_batch = FULL_BATCH in b.flags
-    acc = cfg.accumulate
-    scaler = runtime.scaler()
-    autocast = runtime.autocast_dtype is not None
-    skip_nan = cfg.on_nan == "skip" and not closure_opt
-    per_epoch_lr = spec.schedule is not None and spec.schedule.interval == "epoch"
-    shown_group = next((i for i, g in enumerate(groups) if g.get("name") == "default"), 0)
-    augment = b.augment
-    generator = None
-    if augment is not None:
-        generator = torch.Generator(device=device if device.type == "cuda" else "cpu")
-        generator.manual_seed(mix_seed(cfg.seed, _AUGMENT_TAG, *distributed.rank_key()))
+    distributed.check_supported(b.flags, NEEDS_CLOSURE, CREATE_GRAPH, spec.train.span)
+    forwards = distributed.prepare(b.model, b.device, compile=spec.train.compile, seed=spec.train.seed)
+    loop = _set_up(spec, b, forwards, out_dir, progress, resumed, stop_flag)
+    t_setup = time.perf_counter() - t_start
+    t_loop = time.perf_counter()
+    stop_reason = "epochs"
+    try:
+        # ---- epochs: steps, log points, epoch end -------------------------------------------------
+        for epoch in range(loop.pos.epoch, b.epochs):
+            steps_reached = _train_epoch(loop, epoch)
+            early = _end_epoch(loop, epoch)
+            if steps_reached:
+                stop_reason = "steps"
+                break
+            if early:
+                stop_reason = "early_stop"
+                loop.display.message(loop.stopper.message())
+                break
+        t_loop = time.perf_counter() - t_loop
+        # ---- finish: test, outputs ----------------------------------------------------------------
+        test, summary = _finish(loop, stop_reason, {"setup": t_setup, "loop": t_loop}, t_start)
+    finally:
+        loop.display.close()
+        if loop.run is not None:
+            loop.run.close()
+    result = Result(loop.history, b.model, test, loop.run.path if loop.run else None, loop.best.value, summary, b)
+    # DDP's reducer must go before its process group: when it holds the group's last reference it
+    # destroys the group with the GIL held, while a gloo thread needs the GIL to free a finished
+    # collective's tensors, and the process hangs at exit (seen under load in CI).
+    forwards = loop.forwards = loop.stepper = None
+    distributed.finish()              # every rank waits until rank 0 has written its outputs
+    return result
 
-    # what is monitored; a val_* name falls back to train_* when there is no validation split
-    notes = [runtime.note] if runtime.note else []
+
+def _set_up(spec: Spec, b: Built, forwards, out_dir, progress, resumed, stop_flag) -> _Loop:
+    """Everything the loop needs, in the order the run draws on it; a resumed run's state last."""
+    cfg = spec.train
+    is_main = distributed.world().is_main         # only rank 0 prints and writes the run folder
+    generator = None
+    if b.augment is not None:
+        generator = torch.Generator(device=b.device if b.device.type == "cuda" else "cpu")
+        generator.manual_seed(mix_seed(cfg.seed, _AUGMENT_TAG, *distributed.rank_key()))
+    notes = [b.runtime.note] if b.runtime.note else []
+    best, stopper = _monitors(spec, b, notes)
+    wanted = {best.name} | ({stopper.name} if stopper else set())
+    train_metrics = list(b.metrics.values()) if any(w.startswith("train_") and w != "train_loss"
+                                                     for w in wanted) else []
+    run = None
+    if out_dir is not False and is_main:
+        run = RunDir(out_dir if out_dir not in (None, True) else default_run_dir(spec.path), spec,
+                     history=resumed.state["history"] if resumed else None)
+    shown = next((i for i, g in enumerate(b.optimizer.param_groups) if g.get("name") == "default"), 0)
+
+    def lr() -> float:        # param_groups is read each time: loading a checkpoint replaces it
+        return b.optimizer.param_groups[shown]["lr"]
+
+    guard = NanGuard(cfg.on_nan == "skip" and NEEDS_CLOSURE not in b.flags, cfg.accumulate, spec.loss.span, lr)
+    scaler = b.runtime.scaler()
+    split = distributed.shard(b.data.train)
+    per_epoch_lr = spec.schedule is not None and spec.schedule.interval == "epoch"
+    loop = _Loop(spec, b, forwards, scaler, generator, run, make_progress(progress if is_main else False),
+                 distributed.StopVote(stop_flag), stop_flag, split, train_metrics, list(b.metrics.values()), lr,
+                 per_epoch_lr, cfg.log_every or max(10, math.ceil(b.steps_per_epoch / 10)), guard, best, stopper,
+                 Stepper(b, forwards, scaler, train_metrics, guard, split, per_epoch_lr))
+    loop.saver = Checkpointer(run, cfg.checkpoint, functools.partial(_checkpoint_state, loop))
+    info = (f"training {Path(spec.path).name} on {b.runtime.describe()}{distributed.describe()}: "
+            f"{len(split):,} training samples, {b.steps_per_epoch} steps per epoch"
+            + (f", run folder {run.path}" if run else ""))
+    loop.display.start(epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, info=info)
+    for note in dict.fromkeys(notes):
+        loop.display.message(note)
+    if resumed is not None:
+        _resume(loop, resumed.state)
+    return loop
+
+
+def _monitors(spec: Spec, b: Built, notes: list[str]) -> tuple[BestTracker, EarlyStopping | None]:
+    """The metric that picks best.pt and the one early stopping watches. Without a validation
+    split a val_* name falls back to its train_* twin."""
+    cfg = spec.train
 
     def monitored(name: str) -> str:
-        if data.val is None and name.startswith("val_"):
+        if b.data.val is None and name.startswith("val_"):
             if name != "val_loss" or cfg.early_stop is not None:      # not just the default
                 notes.append(f"no validation split: monitoring train_{name[4:]} instead of {name}")
             return "train_" + name[4:]
         return name
 
-    best = _Best(monitored(cfg.monitor), cfg.monitor_mode)
-    stopper = None
-    if cfg.early_stop is not None:
-        es = cfg.early_stop
-        stopper = _Best(monitored(es.monitor), es.mode, es.min_delta)
-    wanted = {best.name} | ({stopper.name} if stopper else set())
-    train_metrics = list(b.metrics.values()) if any(w.startswith("train_") and w != "train_loss"
-                                                     for w in wanted) else []
-    val_metrics = list(b.metrics.values())
     aliases: dict[str, str] = {}     # `val_top_k` → `val_top5_accuracy`: names the checker accepts
-    for use, m in zip(b.metric_uses, val_metrics):
+    for use, m in zip(b.metric_uses, b.metrics.values()):
         try:
             first = next(iter(m.compute()), use.name)    # an empty metric still names its keys
         except Exception:                                # a plugin metric that cannot compute empty
             first = use.name
         for prefix in ("train_", "val_"):
             aliases[prefix + use.name] = prefix + first
+    name = monitored(cfg.monitor)
+    best = BestTracker(name, cfg.monitor_mode, alias=aliases.get(name, ""))
+    stopper = None
+    if (es := cfg.early_stop) is not None:
+        name = monitored(es.monitor)
+        stopper = EarlyStopping(name, es.mode, es.min_delta, es.patience, alias=aliases.get(name, ""))
+    return best, stopper
 
-    ck = cfg.checkpoint
-    run = None
-    if out_dir is not False and is_main:
-        run = RunDir(out_dir if out_dir not in (None, True) else default_run_dir(spec.path), spec,
-                     history=resumed.state["history"] if resumed else None)
-    checkpointing = run is not None and (ck.every_epochs is not None or ck.every_steps is not None)
-    display = make_progress(progress if is_main else False)
 
-    steps_per_epoch, epochs = b.steps_per_epoch, b.epochs
-    max_steps = cfg.steps
-    log_every = cfg.log_every or max(10, math.ceil(steps_per_epoch / 10))
-    eval_batch = spec.data.eval_batch_size or spec.data.batch_size
-    split = distributed.shard(data.train)         # this rank's part of each global batch
-    drop_last = spec.data.drop_last and not full_batch
-    shuffle = spec.data.shuffle and not full_batch
+def _resume(loop: _Loop, state: dict) -> None:
+    """Put a checkpoint's state into the freshly built run (RNG last: nothing may draw random
+    numbers between this and the first resumed step)."""
+    from nnspec.runtime.resume import partial, restore, resume_sample
+    b = loop.b
+    restore(state, model=b.model, optimizer=b.optimizer, scheduler=b.scheduler, scaler=loop.scaler,
+            generator=loop.generator, best=loop.best, stopper=loop.stopper, spec=loop.spec)
+    loop.history = list(state["history"])
+    loop.pos = Position(epoch=state["epoch"], step=state["step"])
+    loop.start_epoch = state["epoch"]
+    loop.guard.skips = state.get("nan_skips", 0)
+    loop.saver.last_saved = state["step"]
+    loop.resume_sample = resume_sample(state, b.batch_size)
+    loop.carried = partial(state) if loop.resume_sample else None
+    distributed.reseed_after_resume(loop.spec.train.seed, loop.pos.step, loop.generator)
+    loop.guard.last_finite = loop.carried["last_finite"] if loop.carried else None
 
-    def checkpoint_state(epoch: int, batch: int, step: int, history: list) -> dict:
-        return {"format": 1, "world_size": distributed.world().size, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "schedule": sched.state_dict() if sched is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "epoch": epoch, "batch": batch, "sample": consumed if batch else 0, "step": step, "rng": rng_state(generator),
-                "history": list(history), "best": best.state(),
-                "early_stop": stopper.state() if stopper else None, "nan_skips": nan_skips,
-                "partial_epoch": {"loss_total": loss_total, "loss_count": loss_count, "samples": samples,
-                                  "last_finite": last_finite}
-                if batch else None,
-                "norm": data.norm, "spec": {"path": spec.path, "digest": spec.digest, "sources": dict(spec.sources),
-                                            "overrides": overrides_of(spec)}}
 
-    def set_lr(at: int) -> None:
-        for g in groups:
-            g["lr"] = sched.lr(at, g["initial_lr"])
+def _checkpoint_state(loop: _Loop, epoch: int, batch: int, step: int) -> dict:
+    """A checkpoint's contents (runtime/resume.py reads them back). `batch` > 0: mid-epoch."""
+    b, spec = loop.b, loop.spec
+    return {"format": 1, "world_size": distributed.world().size, "model": b.model.state_dict(),
+            "optimizer": b.optimizer.state_dict(),
+            "schedule": b.scheduler.state_dict() if b.scheduler is not None else None,
+            "scaler": loop.scaler.state_dict() if loop.scaler is not None else None,
+            "epoch": epoch, "batch": batch, "sample": loop.pos.sample if batch else 0, "step": step,
+            "rng": rng_state(loop.generator), "history": list(loop.history), "best": loop.best.state(),
+            "early_stop": loop.stopper.state() if loop.stopper else None, "nan_skips": loop.guard.skips,
+            "partial_epoch": loop.log.partial(loop.guard) if batch else None,
+            "norm": b.data.norm, "spec": {"path": spec.path, "digest": spec.digest, "sources": dict(spec.sources),
+                                          "overrides": overrides_of(spec)}}
 
-    clipping = cfg.clip_grad_norm is not None or cfg.clip_grad_value is not None
 
-    def optimizer_step() -> None:
-        if scaler is not None:
-            if clipping:
-                scaler.unscale_(opt)
-                clip_grads()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            if clipping:
-                clip_grads()
-            opt.step()
-        for p in params:            # what zero_grad(set_to_none=True) does, without its profiler hooks
-            p.grad = None
-        if cfg.clip_weights is not None:
-            clip_weights()
-
-    def finish_accumulation() -> None:
-        """The optimizer step at the end of an accumulation, or with `on_nan skip` and a
-        non-finite loss or gradient (a finite loss can still have one), a skipped step."""
-        nonlocal bad_step, nan_skips
-        if bad_step or (skip_nan and scaler is None and not grads_finite()):
-            opt.zero_grad(set_to_none=True)
-            nan_skips += 1
-            bad_step = False
-        else:
-            optimizer_step()
-
-    def grads_finite() -> bool:
-        """One sync: the fp16 scaler does this itself; `on_nan skip` syncs every step anyway."""
-        grads = [p.grad for p in params if p.grad is not None]
-        return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
-
-    def clip_grads() -> None:
-        if cfg.clip_grad_norm is not None:
-            nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-        if cfg.clip_grad_value is not None:
-            nn.utils.clip_grad_value_(params, cfg.clip_grad_value)
-
-    def clip_weights() -> None:
-        with torch.no_grad():
-            for p in params:
-                p.clamp_(-cfg.clip_weights, cfg.clip_weights)
-
-    def closure_for(x, y):
-        first = [True]
-
-        def closure():
-            opt.zero_grad(set_to_none=True)
-            with runtime.autocast():
-                out = fwd(x)
-                loss = loss_fn(out, y)
-            if first[0] and train_metrics:
-                for m in train_metrics:
-                    m.update(out, y)
-            first[0] = False
-            loss.backward(create_graph=create_graph)
-            if clipping:
-                clip_grads()
-            return loss
-        return closure
-
-    # ---- the loop -------------------------------------------------------------------------------
-    history: list[dict] = []
-    step, nan_skips, stop_reason = 0, 0, "epochs"
-    total_samples, total_train_seconds, last_saved = 0, 0.0, -1
-    last_finite: float | None = None
-    info = (f"training {Path(spec.path).name} on {runtime.describe()}{distributed.describe()}: {len(split):,} training samples, "
-            f"{steps_per_epoch} steps per epoch" + (f", run folder {run.path}" if run else ""))
-    display.start(epochs=epochs, steps_per_epoch=steps_per_epoch, info=info)
-    stop_vote = distributed.StopVote(stop_flag)
-    for note in dict.fromkeys(notes):
-        display.message(note)
-    start_epoch, start_sample, carried = 0, 0, None     # where a resumed run picks up
+def _train_epoch(loop: _Loop, epoch: int) -> bool:
+    """One epoch of optimizer steps; True when `train.steps` is reached."""
+    b, pos, stepper, spec = loop.b, loop.pos, loop.stepper, loop.spec
+    loop.display.epoch_start(epoch + 1)
+    pos.epoch, pos.batch = epoch, 0
+    pos.sample = loop.resume_sample if epoch == loop.start_epoch else 0   # samples of the order read
+    for m in loop.train_metrics:
+        m.reset()
+    loop.log = log = LossLog(epoch, pos.step)
+    if pos.sample and loop.carried:       # mid-epoch resume: the lr came back with the optimizer
+        c = loop.carried
+        log.total, log.count, log.samples = c["loss_total"], c["loss_count"], c["samples"]
+        pos.batch = pos.sample // (b.batch_size * distributed.world().size)
+    elif b.scheduler is not None and loop.per_epoch_lr:
+        b.set_lr(pos.step)
+    full_batch = FULL_BATCH in b.flags
+    drop_last, shuffle = spec.data.drop_last and not full_batch, spec.data.shuffle and not full_batch
+    batches = loop.split.batches(b.batch_size, shuffle=shuffle, epoch=epoch, seed=spec.train.seed,
+                                 device=b.device, drop_last=drop_last, start_sample=pos.sample)
+    still = loop.split.batch_count(b.batch_size, drop_last, pos.sample)   # batches still to come
     global_batch = b.batch_size * distributed.world().size
-    if resumed is not None:
-        from nnspec.runtime.resume import partial, restore, resume_sample
-        state = resumed.state
-        restore(state, model=model, optimizer=opt, scheduler=sched, scaler=scaler, generator=generator,
-                best=best, stopper=stopper, spec=spec)
-        groups = opt.param_groups                  # load_state_dict replaces the list
-        history = list(state["history"])
-        step, nan_skips, last_saved = state["step"], state.get("nan_skips", 0), state["step"]
-        start_epoch, start_sample = state["epoch"], resume_sample(state, b.batch_size)
-        carried = partial(state) if start_sample else None
-        distributed.reseed_after_resume(cfg.seed, step, generator)
-        last_finite = carried["last_finite"] if carried else None
-    t_setup = time.perf_counter() - t_start
-    t_loop = time.perf_counter()
-    try:
-        for epoch in range(start_epoch, epochs):
-            # ---- one epoch of optimizer steps ----
-            display.epoch_start(epoch + 1)
-            t_epoch = time.perf_counter()
-            for m in train_metrics:
-                m.reset()
-            window: list[torch.Tensor] = []         # micro-batch losses since the last log point
-            window_step = epoch_first_step = step    # optimizer step of window[0]
-            loss_total, loss_count, samples, micro, batch_no, bad_step = 0.0, 0, 0, 0, 0, False
-            consumed = start_sample if epoch == start_epoch else 0   # samples of this epoch's order read
-            if consumed and carried:          # mid-epoch resume: the lr came back with the optimizer
-                loss_total, loss_count, samples, batch_no = (carried["loss_total"], carried["loss_count"],
-                                                             carried["samples"], consumed // global_batch)
-            elif sched is not None and per_epoch_lr:
-                set_lr(step)
+    reached = False
+    for x, y in batches:
+        pos.batch += 1
+        still -= 1
+        log.samples += x.shape[0]
+        pos.sample = min(len(b.data.train), pos.sample + global_batch)
+        if b.augment is not None:
+            x = b.augment(x, loop.generator)
+        if stepper.feed(x, y, log, bool(still), pos.step) and (reached := _after_step(loop)):
+            break
+    if stepper.micro and not reached:     # leftover micro-batches of an accumulation
+        stepper.finish()
+        reached = _after_step(loop)
+    log.flush(pos.step, loop.guard)
+    return reached
 
-            def flush() -> None:
-                """Read the window (one sync); stop on a non-finite loss unless skipping."""
-                nonlocal window, window_step, loss_total, loss_count, last_finite
-                if not window:
-                    return
-                values = torch.stack(window).tolist()
-                for i, v in enumerate(values):
-                    if math.isfinite(v):
-                        loss_total += v
-                        loss_count += 1
-                        last_finite = v
-                    elif not skip_nan:
-                        bad = window_step + i // acc
-                        before = "no finite loss before it" if last_finite is None else \
-                            f"the last finite loss was {last_finite:.6g}"
-                        raise error("E901", f"the loss became {v} at step {bad} (epoch {epoch + 1}); {before}; "
-                                            f"lr {groups[shown_group]['lr']:.3g}", spec.loss.span,
-                                    "lower the lr, add `clip_grad_norm 1.0`, check the data, or set "
-                                    "`on_nan skip` in train { }")
-                window, window_step = [], step
 
-            def after_step() -> bool:
-                """Bookkeeping after each optimizer step; True when `train.steps` is reached."""
-                nonlocal step
-                step += 1
-                if step % log_every == 0:
-                    flush()
-                    display.update(batch=step - epoch_first_step, loss=loss_total / max(loss_count, 1),
-                                   lr=groups[shown_group]["lr"],
-                                   samples_per_s=samples / max(time.perf_counter() - t_epoch, 1e-9))
-                if checkpointing and ck.every_steps and step % ck.every_steps == 0:
-                    flush()
-                    run.save_periodic(checkpoint_state(epoch, batch_no, step, history), epoch + 1, step,
-                                      ck.keep_last)
-                if stop_vote():                  # SIGINT/SIGTERM (agreed by all ranks): save, then stop
-                    from nnspec.runtime.signals import TrainingInterrupted
-                    flush()
-                    saved = run.save_last(checkpoint_state(epoch, batch_no, step, history)) if run else None
-                    raise TrainingInterrupted(stop_flag.requested or "a signal to another process", step, saved,
-                                              run.path if run else None)
-                return max_steps is not None and step >= max_steps
+def _after_step(loop: _Loop) -> bool:
+    """Log points, step checkpoints and signals after each optimizer step; True when
+    `train.steps` is reached."""
+    pos, log, cfg = loop.pos, loop.log, loop.spec.train
+    pos.step += 1
+    if pos.step % loop.log_every == 0:
+        log.flush(pos.step, loop.guard)
+        loop.display.update(batch=pos.step - log.first_step, loss=log.running_mean(), lr=loop.lr(),
+                            samples_per_s=log.samples_per_s())
+    if loop.saver.step_due(pos.step):
+        log.flush(pos.step, loop.guard)
+        loop.saver.save_step(pos)
+    if loop.stop_vote():                  # SIGINT/SIGTERM (agreed by all ranks): save, then stop
+        from nnspec.runtime.signals import TrainingInterrupted
+        log.flush(pos.step, loop.guard)
+        saved = loop.saver.save_interrupted(pos)
+        raise TrainingInterrupted(loop.stop_flag.requested or "a signal to another process", pos.step, saved,
+                                  loop.run.path if loop.run else None)
+    return cfg.steps is not None and pos.step >= cfg.steps
 
-            batches = split.batches(b.batch_size, shuffle=shuffle, epoch=epoch, seed=cfg.seed, device=device,
-                                    drop_last=drop_last, start_sample=consumed)
-            stop = False
-            still = split.batch_count(b.batch_size, drop_last, consumed)   # batches still to come
-            for x, y in batches:
-                batch_no += 1
-                still -= 1
-                samples += x.shape[0]
-                consumed = min(len(data.train), consumed + global_batch)
-                if augment is not None:
-                    x = augment(x, generator)
-                if closure_opt:
-                    if sched is not None and not per_epoch_lr:
-                        set_lr(step)
-                    loss = opt.step(closure_for(x, y))
-                    if cfg.clip_weights is not None:
-                        clip_weights()
-                    window.append(loss.detach())
-                    if stop := after_step():
-                        break
-                    continue
-                if micro == 0 and sched is not None and not per_epoch_lr:
-                    set_lr(step)
-                # micro-batches before the last of an accumulation keep their gradients local (DDP)
-                with forwards.no_sync() if micro < acc - 1 and still else nullcontext():
-                    if autocast:
-                        with runtime.autocast():
-                            out = fwd(x)
-                            loss = loss_fn(out, y)
-                    else:
-                        out = fwd(x)
-                        loss = loss_fn(out, y)
-                    if train_metrics:
-                        for m in train_metrics:
-                            m.update(out, y)
-                    if split is not data.train and (weight := distributed.batch_weight(split)) != 1.0:
-                        loss = loss * weight              # a short last global batch (distributed.py)
-                    window.append(loss.detach())
-                    if skip_nan and not distributed.all_finite(loss):
-                        bad_step = True
-                    else:
-                        scaled = loss / acc if acc > 1 else loss
-                        if scaler is not None:
-                            scaled = scaler.scale(scaled)
-                        scaled.backward(create_graph=create_graph)
-                micro += 1
-                if micro < acc:
-                    continue
-                micro = 0
-                finish_accumulation()
-                if stop := after_step():
-                    break
-            if micro and not stop:            # leftover micro-batches of an accumulation
-                finish_accumulation()
-                stop = after_step()
-            flush()
-            t_train = time.perf_counter() - t_epoch
-            total_samples += samples
-            total_train_seconds += t_train
 
-            # ---- epoch end: validation, row, display, checkpoints, early stopping ----
-            row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "lr": groups[shown_group]["lr"],
-                                   "train_loss": loss_total / loss_count if loss_count else math.nan}
-            distributed.merge_metrics(train_metrics)
-            for m in train_metrics:
-                row.update({f"train_{k}": v for k, v in m.compute().items()})
-            if data.val is not None:
-                val = evaluate_split(eval_fwd, model, data.val, loss_fn, val_metrics, b, eval_batch)
-                row.update({f"val_{k}": v for k, v in val.items()})
-            if skip_nan:
-                row["nan_skips"] = nan_skips
-            row["train_seconds"] = t_train
-            row["samples_per_s"] = samples / t_train if t_train > 0 else math.nan
-            row = distributed.sync_row(row, loss_total, loss_count, samples, t_train, device)
-            value = row.get(best.name, row.get(aliases.get(best.name, "")))
-            if sched is not None and hasattr(sched, "observe"):
-                sched.observe(value if value is not None else row["train_loss"])
-            improved = best.update(value, epoch + 1)
-            early = False
-            if stopper is not None:
-                stopper.update(row.get(stopper.name, row.get(aliases.get(stopper.name, ""))), epoch + 1)
-                early = stopper.wait >= cfg.early_stop.patience
-            row["seconds"] = time.perf_counter() - t_epoch
-            history.append(row)
-            if run is not None:
-                run.log_row(row)
-            display.epoch_end(row)
-            if checkpointing:
-                if ck.every_epochs and (epoch + 1) % ck.every_epochs == 0:
-                    run.save_periodic(checkpoint_state(epoch + 1, 0, step, history), epoch + 1, step, ck.keep_last)
-                    last_saved = step
-                if improved and all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()
-                                    if t.is_floating_point()):    # never a diverged best.pt
-                    run.save_best(checkpoint_state(epoch + 1, 0, step, history))
-            if stop:
-                stop_reason = "steps"
-                break
-            if early:
-                stop_reason = "early_stop"
-                display.message(f"early stop: {stopper.name} did not improve for {stopper.wait} epochs "
-                                f"(best {stopper.value:.6g} at epoch {stopper.epoch})")
-                break
-        t_loop = time.perf_counter() - t_loop
+def _end_epoch(loop: _Loop, epoch: int) -> bool:
+    """Validation, the epoch's row, best and early stopping, checkpoints; True to stop early."""
+    b, log, pos = loop.b, loop.log, loop.pos
+    t_train = time.perf_counter() - log.started
+    loop.samples += log.samples
+    loop.train_seconds += t_train
+    row: dict[str, Any] = {"epoch": epoch + 1, "step": pos.step, "lr": loop.lr(), "train_loss": log.mean()}
+    distributed.merge_metrics(loop.train_metrics)
+    for m in loop.train_metrics:
+        row.update({f"train_{k}": v for k, v in m.compute().items()})
+    if b.data.val is not None:
+        val = evaluate_split(loop.forwards.eval, b.model, b.data.val, b.loss, loop.val_metrics, b, _eval_batch(loop))
+        row.update({f"val_{k}": v for k, v in val.items()})
+    if loop.guard.skip:
+        row["nan_skips"] = loop.guard.skips
+    row["train_seconds"] = t_train
+    row["samples_per_s"] = log.samples / t_train if t_train > 0 else math.nan
+    row = distributed.sync_row(row, log.total, log.count, log.samples, t_train, b.device)
+    value = loop.best.value_in(row)
+    if b.scheduler is not None and hasattr(b.scheduler, "observe"):
+        b.scheduler.observe(value if value is not None else row["train_loss"])
+    improved = loop.best.update(value, epoch + 1)
+    if loop.stopper is not None:
+        loop.stopper.update(loop.stopper.value_in(row), epoch + 1)
+    row["seconds"] = time.perf_counter() - log.started
+    loop.history.append(row)
+    if loop.run is not None:
+        loop.run.log_row(row)
+    loop.display.epoch_end(row)
+    loop.saver.save_epoch(epoch + 1, pos.step, improved, b.model)
+    return loop.stopper is not None and loop.stopper.due
 
-        # ---- test and outputs ----------------------------------------------------------------------
-        t_test = time.perf_counter()
-        test = evaluate_split(eval_fwd, model, data.test, loss_fn, val_metrics, b, eval_batch) if data.test is not None else {}
-        t_test = time.perf_counter() - t_test
-        last = history[-1] if history else {}
-        summary = {
-            "train": {"loss": last.get("train_loss"),
-                      **{k[6:]: v for k, v in last.items() if k.startswith("train_") and k not in
-                         ("train_loss", "train_seconds")}},
-            "val": {k[4:]: v for k, v in last.items() if k.startswith("val_")},
-            "test": test,
-            "best": best.state(),
-            "epochs": len(history), "steps": step, "stopped": stop_reason, "nan_skips": nan_skips,
-            "device": str(device), "precision": runtime.precision, "spec": spec.path, "digest": spec.digest,
-            "seconds": {"setup": t_setup, "loop": t_loop, "test": t_test,
-                        "total": time.perf_counter() - t_start},
-            "samples_per_s": total_samples / total_train_seconds if total_train_seconds > 0 else None,
-        }
-        if run is not None:
-            if checkpointing and last_saved != step:
-                run.save_last(checkpoint_state(len(history), 0, step, history))
-            run.save_weights(model, {"nnspec_spec": Path(spec.path).name, "nnspec_digest": spec.digest})
-            run.write_summary(summary)
-        display.finish(summary)
-        stop_vote.close()
-    finally:
-        display.close()
-        if run is not None:
-            run.close()
-    # DDP's reducer must go before its process group: when it holds the group's last reference it
-    # destroys the group with the GIL held, while a gloo thread needs the GIL to free a finished
-    # collective's tensors, and the process hangs at exit (seen under load in CI).
-    forwards = fwd = eval_fwd = None
-    distributed.finish()              # every rank waits until rank 0 has written its outputs
-    return Result(history, model, test, run.path if run else None, best.value, summary, b)
+
+def _eval_batch(loop: _Loop) -> int:
+    return loop.spec.data.eval_batch_size or loop.spec.data.batch_size
+
+
+def _finish(loop: _Loop, stop_reason: str, seconds: dict, t_start: float) -> tuple[dict, dict]:
+    """The test split (once, with the final weights), the summary, the last checkpoint, weights."""
+    b, spec = loop.b, loop.spec
+    t_test = time.perf_counter()
+    test = (evaluate_split(loop.forwards.eval, b.model, b.data.test, b.loss, loop.val_metrics, b, _eval_batch(loop))
+            if b.data.test is not None else {})
+    t_test = time.perf_counter() - t_test
+    last = loop.history[-1] if loop.history else {}
+    summary = {
+        "train": {"loss": last.get("train_loss"),
+                  **{k[6:]: v for k, v in last.items() if k.startswith("train_") and k not in
+                     ("train_loss", "train_seconds")}},
+        "val": {k[4:]: v for k, v in last.items() if k.startswith("val_")},
+        "test": test,
+        "best": loop.best.state(),
+        "epochs": len(loop.history), "steps": loop.pos.step, "stopped": stop_reason, "nan_skips": loop.guard.skips,
+        "device": str(b.device), "precision": b.runtime.precision, "spec": spec.path, "digest": spec.digest,
+        "seconds": {**seconds, "test": t_test, "total": time.perf_counter() - t_start},
+        "samples_per_s": loop.samples / loop.train_seconds if loop.train_seconds > 0 else None,
+    }
+    if loop.run is not None:
+        loop.saver.save_final(len(loop.history), loop.pos.step)
+        loop.run.save_weights(b.model, {"nnspec_spec": Path(spec.path).name, "nnspec_digest": spec.digest})
+        loop.run.write_summary(summary)
+    loop.display.finish(summary)
+    loop.stop_vote.close()
+    return test, summary
