@@ -386,3 +386,19 @@ def test_declarations_are_documented():
 def test_declarations_do_not_import_torch():
     code = "import nnspec.builtins.layers, sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_declared_norm_parts_are_the_modules_normalization_layers():
+    """`info["norm_parts"]` names submodules that `group norm` selects inside a composite layer."""
+    examples = {"transformer_encoder": ((2,), [F(5, 4)])}
+    declaring = {name for name, c in LAYERS.items() if c.info.get("norm_parts")}
+    assert declaring == set(examples)
+    for name, (positional, inputs) in examples.items():
+        component = LAYERS[name]
+        args = bind(component.params, positional, (), name)[0]
+        module = component.load()(args, inputs)
+        declared = component.parameters(args, inputs)
+        for part in component.info["norm_parts"]:
+            assert isinstance(module.get_submodule(part), (torch.nn.LayerNorm, torch.nn.modules.batchnorm._NormBase,
+                                                          torch.nn.GroupNorm))
+            assert any(key.startswith(part + ".") for key in declared)

@@ -6,7 +6,8 @@ declaration gives), so lowering only looks them up. Selectors:
 
 - `bias`: parameters named `bias` or `bias_*` / `*_bias` (`bias_ih_l0`, `in_proj_bias`);
   `weights`: every other parameter;
-- `norm`: every parameter of a layer declaring the `norm` capability flag;
+- `norm`: every parameter of a layer declaring the `norm` capability flag, and of the
+  normalization parts a composite layer names in `info["norm_parts"]` (transformer_encoder);
 - a layer kind used in the model (`linear`): every layer of that kind;
 - a block name (every instance of it) or a child name anywhere in the tree (`encoder_0`, `head`);
 - a quoted glob over parameter paths (`"stage4.*"`).
@@ -130,7 +131,8 @@ class _Resolver:
                 return [p for p in self.paths if not is_bias(p)], []
             return [p for p in self.paths if fnmatch.fnmatchcase(p, sel)], []
         if sel == "norm":
-            return self._take(layer for layer in self.layers if NORM in layer.use.component.flags)
+            params, whole = self._take(layer for layer in self.layers if NORM in layer.use.component.flags)
+            return params + self._norm_parts(), whole
         if sel in self.kinds:
             return self._take(layer for layer in self.layers if layer.kind == sel)
         if sel in self.names:
@@ -147,6 +149,16 @@ class _Resolver:
             if scope is not self.model.root and (scope.name == sel or scope.block == sel):
                 yield from scope.layers()
         yield from (layer for layer in self.model.root.layers() if layer.name == sel)
+
+    def _norm_parts(self) -> list[str]:
+        """Parameters of the normalization parts a composite layer declares in `info["norm_parts"]`
+        (transformer_encoder: its `norm1` and `norm2`)."""
+        out = []
+        for layer in self.layers:
+            parts = tuple(f"{part}." for part in layer.use.component.info.get("norm_parts", ()))
+            if parts and layer.param_shapes is not None and NORM not in layer.use.component.flags:
+                out += [f"{layer.path}.{name}" for name in layer.param_shapes if name.startswith(parts)]
+        return out
 
     def _take(self, layers) -> tuple[list[str], list[str]]:
         params: list[str] = []

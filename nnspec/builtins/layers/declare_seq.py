@@ -130,7 +130,8 @@ transformer_encoder = layer(
      Param("eps", PositiveFloat, 1e-5, doc="layer norm epsilon"),
      _CAUSAL),
     "One transformer encoder layer (self-attention + feed-forward) on [seq, features], same shape out.",
-    shape=_encoder_shape, parameters=_encoder_parameters)
+    shape=_encoder_shape, parameters=_encoder_parameters,
+    info={"norm_parts": ("norm1", "norm2")})       # `group norm` selects its two layer norms
 
 
 COMPONENTS = [lstm, gru, rnn, self_attention, transformer_encoder]

@@ -66,7 +66,7 @@ def layer(name: str, params=(), summary: str = "", impl: str | None = None, *,
           shape: Callable = same_shape, parameters: Callable | None = None,
           buffers: Callable | None = None, inputs=(1, 1),
           flags=frozenset(), check: Callable | None = None, warn: Callable | None = None,
-          dtype: str | None = "float") -> Component:
+          dtype: str | None = "float", info: dict | None = None) -> Component:
     """A layer Component whose rules check input count and dtype before the layer's own rule.
     `dtype=None` lets the rule see any dtype (embedding checks its own)."""
     low, high = inputs
@@ -94,7 +94,7 @@ def layer(name: str, params=(), summary: str = "", impl: str | None = None, *,
     return Component(name, "layers", params=tuple(params), summary=summary,
                      impl=IMPL + (impl or name), flags=frozenset(flags), shape=checked_shape,
                      parameters=checked_parameters if parameters else None, count=checked_count,
-                     inputs=inputs, check=check, warn=warn)
+                     inputs=inputs, check=check, warn=warn, info=info or {})
 
 
 def tup(value, n: int) -> tuple:
