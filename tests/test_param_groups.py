@@ -158,6 +158,17 @@ def test_a_plugin_layer_without_parameter_names_is_selected_whole_and_name_selec
     assert [names[id(p)] for p in opt.param_groups[1]["params"]] == ["scale_0.gain", "scale_0.offset_bias"]
 
 
+def test_a_meta_shapes_layer_gets_its_parameter_names_from_the_meta_build():
+    meta = Component("meta_scale", "layers", impl=lambda args, inputs: _Scale(inputs[0].shape[-1]), meta_shapes=True)
+    catalog = Catalog.default().with_components([meta], "nnspec-meta-scale")
+    model = "model net {\n    input [64]\n    linear(32, bias = false) -> meta_scale\n    linear(10)\n}\n"
+    result = check_source(spec_text("optimizer sgd(lr = 0.1) { group bias { lr 0.01 } }", model), catalog=catalog)
+    assert result.ok and not result.diagnostics, result.diagnostics
+    assert result.spec.optimizer.groups[0].params == ("meta_scale_0.offset_bias", "linear_1.bias")
+    (layer,) = [l for l in result.spec.model.root.layers() if l.kind == "meta_scale"]
+    assert layer.params == 64 and dict(layer.param_shapes) == {"gain": (32,), "offset_bias": (32,)}
+
+
 def test_a_group_that_earlier_groups_emptied_warns():
     text = spec_text("optimizer sgd(lr = 0.1) {\n    group linear { lr 0.01 }\n    group bias { lr 0.02 }\n}",
                      "model net {\n    input [64]\n    linear(10)\n}\n")

@@ -1,4 +1,4 @@
-"""The checker: files → imports → consts → model graph → sections → a checked `Spec`.
+"""The checker: files → imports → consts → model graph → sections → parameter groups → a checked `Spec`.
 
 `check_file` never raises for a user mistake: it returns every diagnostic it found, in source
 order. `load` is the strict form used by training and the Python API.

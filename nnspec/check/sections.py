@@ -15,6 +15,7 @@ from nnspec.spec.settings import (CheckpointConfig, DataConfig, EarlyStop, Optim
                            TrainConfig, Use)
 from nnspec.errors import Diagnostics, did_you_mean
 from nnspec.check.expressions import Scope
+from nnspec.check.param_groups import check_group_args
 from nnspec.registry.catalog import Catalog
 from nnspec.check.resolve import bind_args, use_of
 from nnspec.registry.types import (ArgError, Bool, Choice, Float, NonNegativeInt, OneOf, Param, PositiveFloat, PositiveInt,
@@ -193,7 +194,6 @@ class SectionChecker:
         return OptimizerConfig(use, tuple(g for g in groups if g is not None), section.span)
 
     def _group(self, item: n.Setting, use: Use | None) -> ParamGroup | None:
-        from nnspec.check.param_groups import check_group_args
         selectors, spans = [], []
         for v in item.values:
             if isinstance(v, (n.Name, n.String)):
