@@ -77,10 +77,10 @@ def resolve_groups(optimizer: OptimizerConfig, model: Model, diags: Diagnostics)
     taken_layers: set[str] = set()
     groups = []
     for group in optimizer.groups:
-        params, whole = resolver.group(group)
+        params, whole, ok = resolver.group(group)
         params = [p for p in params if p not in taken_params]
         whole = [w for w in whole if w not in taken_layers]
-        if not params and not whole and resolver.ok:
+        if not params and not whole and ok:
             diags.warning("W502", "this group takes no parameter: earlier groups took every parameter it selects",
                           group.span, "reorder the groups (the first one to select a parameter gets it)")
         taken_params.update(params)
@@ -100,26 +100,27 @@ class _Resolver:
             self.names.update(scope.children)
             if scope.block:
                 self.names.add(scope.block)      # a block's name selects every instance of it
-        self.ok = True
 
-    def group(self, group: ParamGroup) -> tuple[list[str], list[str]]:
-        params: list[str] = []
-        whole: list[str] = []
-        self.ok = True
+    def group(self, group: ParamGroup) -> tuple[list[str], list[str], bool]:
+        """(parameter paths, whole layers) the group's selectors take, in order without repeats,
+        and whether every selector selected something."""
+        params: dict[str, None] = {}
+        whole: dict[str, None] = {}
+        ok = True
         for i, sel in enumerate(group.selectors):
             span = group.selector_spans[i] if i < len(group.selector_spans) else group.span
             found = self.selector(sel, span)
             if found is None:
-                self.ok = False
+                ok = False
                 continue
             p, w = found
             if not p and not w:
-                self.ok = False
+                ok = False
                 self.diags.error("E514", f"parameter group selector `{sel}` selects no trainable parameter", span,
                                  self._hint(sel))
-            params += [x for x in p if x not in params]
-            whole += [x for x in w if x not in whole]
-        return params, whole
+            params.update(dict.fromkeys(p))
+            whole.update(dict.fromkeys(w))
+        return list(params), list(whole), ok
 
     def selector(self, sel: str, span: Span) -> tuple[list[str], list[str]] | None:
         """(parameter paths, whole layers) one selector takes; None after reporting an unknown name."""
@@ -161,17 +162,17 @@ class _Resolver:
         return out
 
     def _take(self, layers) -> tuple[list[str], list[str]]:
-        params: list[str] = []
-        whole: list[str] = []
+        """Every parameter of these layers: declared paths, or the layer whole when undeclared."""
+        params: dict[str, None] = {}
+        whole: dict[str, None] = {}
         for layer in layers:
             if not layer.trainable or not layer.params:
                 continue
             if layer.param_shapes is None:
-                if layer.path not in whole:
-                    whole.append(layer.path)
+                whole[layer.path] = None
             else:
-                params += [p for p in (f"{layer.path}.{name}" for name in layer.param_shapes) if p not in params]
-        return params, whole
+                params.update(dict.fromkeys(f"{layer.path}.{name}" for name in layer.param_shapes))
+        return list(params), list(whole)
 
     def _blind(self, sel: str, span: Span) -> None:
         """`bias`, `weights` and globs need parameter names, which undeclared plugin layers lack."""
