@@ -221,8 +221,12 @@ def test_lbfgs_trains_through_the_closure(tmp_path):
 
 def test_lbfgs_rejects_groups_with_settings(tmp_path):
     path = write(tmp_path, "loss cross_entropy\noptimizer lbfgs { group bias { lr 0.1 } }\n")
-    with pytest.raises(NnspecError, match="lbfgs"):
-        nnspec.build(path)
+    with pytest.raises(NnspecError, match="lbfgs") as info:
+        nnspec.load(path)                                   # refused by validate, located at the setting
+    d = info.value.diagnostics[0]
+    lines = path.read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.startswith("optimizer lbfgs"))
+    assert d.code == "E515" and (d.span.line, d.span.column) == (line, lines[line - 1].index("lr 0.1") + 1)
 
 
 def test_gd_uses_the_whole_split_as_one_batch(tmp_path):

@@ -15,7 +15,8 @@ declaration gives), so lowering only looks them up. Selectors:
 A plugin layer that declares no parameter names is known only whole: kind, `norm`, block and
 child selectors take all of it (`ParamGroup.whole_layers`); `bias`, `weights` and globs cannot see
 inside it and say so (W501). A parameter several groups select belongs to the first. A group's
-overrides merged with the optimizer's arguments must pass the optimizer's own `check`.
+overrides merged with the optimizer's arguments must pass the optimizer's own `check` (and an
+optimizer declaring `info["group_overrides"] = False`, lbfgs, takes no group settings at all).
 """
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ def is_glob(selector: str) -> bool:
 def check_group_args(use: Use, overrides: Mapping[str, Any], spans: Mapping[str, Span], diags: Diagnostics) -> None:
     """The group's effective arguments (the optimizer's, with the overrides) pass the optimizer's
     `check`; an error points at the override that makes the difference."""
+    if overrides and use.component.info.get("group_overrides", True) is False:
+        first = next(iter(overrides))
+        diags.error("E515", f"`{use.name}` keeps a single parameter group, so a group cannot change its settings",
+                    spans[first], f"set {first} on `{use.name}(...)` itself, or remove the `group` line")
+        return
     check = use.component.check
     if check is None or not overrides or _refusal(check, use.args) is not None:
         return                                   # the optimizer's own arguments were reported already
