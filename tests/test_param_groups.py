@@ -175,6 +175,8 @@ def test_a_group_that_earlier_groups_emptied_warns():
     result = check_source(text)
     assert result.ok and [d.code for d in result.diagnostics] == ["W502"]
     assert result.spec.optimizer.groups[1].params == ()
+    groups = nnspec.build(result.spec).optimizer.param_groups          # torch takes the empty group
+    assert [(g["name"], len(g["params"])) for g in groups] == [("linear", 2), ("bias", 0)]
 
 
 def test_norm_selects_the_layer_norms_a_transformer_encoder_declares():
