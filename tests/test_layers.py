@@ -1,8 +1,9 @@
-"""Built-in layers: the pure-Python shape and count rules agree with the torch modules.
+"""Built-in layers: the pure-Python shape and parameter rules agree with the torch modules.
 
 Every layer of the built-in catalog needs a strategy in tests/layer_strategies.py (a new layer
 without one fails `test_every_builtin_layer_has_a_strategy`). For generated cases the rule's verdict is
-compared with torch: accepted → same output shape and same parameter/buffer element counts;
+compared with torch: accepted → same output shape, same parameter/buffer element counts, and the
+declared parameters (names and shapes) equal the module's `named_parameters()`;
 refused (ArgError from `check`, ShapeError from the shape rule) → torch refuses too (raises,
 warns, or returns an empty tensor).
 """
@@ -52,7 +53,8 @@ def bind_case(component, case):
 
 
 def torch_result(component, args, inputs):
-    """(output shape without batch, (parameter elements, buffer elements)); warnings count as errors."""
+    """(output shape without batch, (parameter elements, buffer elements, {name: shape} of
+    named_parameters())); warnings count as errors."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         # torch's note that an even kernel with padding = same pads a copy of the input: harmless
@@ -66,19 +68,22 @@ def torch_result(component, args, inputs):
             else:
                 xs.append(torch.randn(2, *x.shape))
         out = module(*xs)
-    counts = (sum(p.numel() for p in module.parameters()), sum(b.numel() for b in module.buffers()))
+    counts = (sum(p.numel() for p in module.parameters()), sum(b.numel() for b in module.buffers()),
+              {name: tuple(p.shape) for name, p in module.named_parameters()})
     assert out.shape[0] == 2, "the batch dim must stay first"
     assert out.is_floating_point(), "every layer outputs float (embedding turns ids into vectors)"
     return tuple(out.shape[1:]), counts
 
 
 def rule_result(component, args, inputs):
-    """The declaration's verdict: (TensorType, counts), or the ArgError (from `check`) or
+    """The declaration's verdict: (TensorType, counts and declared parameters), or the ArgError (from `check`) or
     ShapeError (from the shape rule) it raised. Any other exception fails the test."""
     try:
         if component.check is not None:
             component.check(args)
-        return component.shape(args, list(inputs)), component.count(args, list(inputs))
+        out = component.shape(args, list(inputs))
+        declared = dict(component.parameters(args, list(inputs))) if component.parameters else {}
+        return out, (*component.count(args, list(inputs)), declared)
     except ArgError as err:     # ShapeError is an ArgError
         assert err.message, "errors must say what is wrong"
         return err
@@ -314,6 +319,14 @@ def test_examples_from_the_conventions():
     assert shape_of("lstm", [F(6, 4)], 8, bidirectional=True) == F(16)
     assert shape_of("gru", [F(6, 4)], 8, output=W("all")) == F(6, 8)
     assert LAYERS["batchnorm2d"].count(bind(LAYERS["batchnorm2d"].params, (), (), "bn")[0], [F(8, 4, 4)]) == (16, 17)
+    assert LAYERS["batchnorm2d"].parameters(bind(LAYERS["batchnorm2d"].params, (), (), "bn")[0], [F(8, 4, 4)]) \
+        == {"weight": (8,), "bias": (8,)}
+
+
+def test_normalization_layers_declare_the_norm_flag():
+    from nnspec.registry.catalog import NORM
+    assert {name for name, c in LAYERS.items() if NORM in c.flags} == {
+        "batchnorm1d", "batchnorm2d", "layernorm", "groupnorm"}
     assert MULTI_INPUT in LAYERS["add"].flags and LAYERS["concat"].inputs == (2, None)
 
 
@@ -373,3 +386,19 @@ def test_declarations_are_documented():
 def test_declarations_do_not_import_torch():
     code = "import nnspec.builtins.layers, sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_declared_norm_parts_are_the_modules_normalization_layers():
+    """`info["norm_parts"]` names submodules that `group norm` selects inside a composite layer."""
+    examples = {"transformer_encoder": ((2,), [F(5, 4)])}
+    declaring = {name for name, c in LAYERS.items() if c.info.get("norm_parts")}
+    assert declaring == set(examples)
+    for name, (positional, inputs) in examples.items():
+        component = LAYERS[name]
+        args = bind(component.params, positional, (), name)[0]
+        module = component.load()(args, inputs)
+        declared = component.parameters(args, inputs)
+        for part in component.info["norm_parts"]:
+            assert isinstance(module.get_submodule(part), (torch.nn.LayerNorm, torch.nn.modules.batchnorm._NormBase,
+                                                          torch.nn.GroupNorm))
+            assert any(key.startswith(part + ".") for key in declared)

@@ -166,9 +166,9 @@ def test_a_layer_kind_selects_every_layer_of_that_kind_including_inside_blocks(t
 def test_group_selector_matching_nothing_is_located(tmp_path):
     path = write(tmp_path, "loss cross_entropy\noptimizer adam {\n    group norm { weight_decay 0 }\n}\n")
     with pytest.raises(NnspecError) as info:
-        nnspec.build(path)
+        nnspec.load(path)                                                 # the check refuses it, not training
     d = info.value.diagnostics[0]
-    assert d.code == "E904" and "`norm`" in d.message
+    assert d.code == "E514" and "`norm`" in d.message and "linear_0.weight" in d.hint
     assert d.span.line == path.read_text().splitlines().index("    group norm { weight_decay 0 }") + 1
 
 
@@ -221,8 +221,12 @@ def test_lbfgs_trains_through_the_closure(tmp_path):
 
 def test_lbfgs_rejects_groups_with_settings(tmp_path):
     path = write(tmp_path, "loss cross_entropy\noptimizer lbfgs { group bias { lr 0.1 } }\n")
-    with pytest.raises(NnspecError, match="lbfgs"):
-        nnspec.build(path)
+    with pytest.raises(NnspecError, match="lbfgs") as info:
+        nnspec.load(path)                                   # refused by validate, located at the setting
+    d = info.value.diagnostics[0]
+    lines = path.read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.startswith("optimizer lbfgs"))
+    assert d.code == "E515" and (d.span.line, d.span.column) == (line, lines[line - 1].index("lr 0.1") + 1)
 
 
 def test_gd_uses_the_whole_split_as_one_batch(tmp_path):

@@ -1,4 +1,5 @@
-"""The checker: files → imports → consts → model graph → sections → data files → a checked `Spec`.
+"""The checker: files → imports → consts → model graph → sections → parameter groups → data files → a
+checked `Spec`.
 
 `check_file` never raises for a user mistake: it returns every diagnostic it found, in source
 order. `load` is the strict form used by training and the Python API.
@@ -18,6 +19,7 @@ from nnspec.check.model_graph import GraphChecker
 from nnspec.limits import LIMITS
 from nnspec.syntax.parser import parse
 from nnspec.registry.catalog import Catalog
+from nnspec.check.param_groups import resolve_groups
 from nnspec.check.sections import SECTIONS, SectionChecker
 
 
@@ -270,7 +272,7 @@ class _Checker:
         self._check_monitor(train, metrics)
         self._check_capabilities(optimizer, train)
         if model is not None and optimizer is not None:
-            self._check_groups(optimizer, model)
+            optimizer = resolve_groups(optimizer, model, self.diags)
         if model is not None:
             self._check_memory(model, optimizer, main)
         digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(self.sources.items())).encode()).hexdigest()
@@ -320,21 +322,6 @@ class _Checker:
         if train.precision == "fp16":
             self.diags.error("E531", f"`{name}` needs second derivatives, which fp16 loss scaling would scale",
                              optimizer.optimizer.span, "use `precision bf16` or fp32")
-
-    def _check_groups(self, optimizer, model) -> None:
-        names = {"bias", "norm", "weights"} | {layer.kind for layer in model.root.layers()}
-        for scope in model.root.scopes():
-            names.update(scope.children)
-            if scope.block:
-                names.add(scope.block)          # a block's name selects every instance of it
-        for group in optimizer.groups:
-            for sel in group.selectors:
-                if any(ch in sel for ch in "*?[") or sel in names:
-                    continue
-                self.diags.error("E513", f"no block, layer or layer kind named `{sel}` in the model", group.span,
-                                 did_you_mean(sel, names) or "selectors: bias, norm, weights, a layer kind used in "
-                                 "the model (linear, embedding, …), a block or layer name, or a quoted glob like "
-                                 "\"head.*\"")
 
 
 def _graph_names(stmts, local: set[str]):

@@ -6,6 +6,7 @@ every mistake. Pure Python: shape and count rules come from the registry declara
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,6 +255,7 @@ class GraphChecker:
             bound = None
         out: Tensor = None
         params = buffers = 0
+        shapes: dict[str, tuple[int, ...]] | None = None
         if bound is not None and all(t is not None for t in types):
             if component.warn is not None:
                 message = component.warn(bound)
@@ -262,10 +264,14 @@ class GraphChecker:
             try:
                 if component.shape is None and component.meta_shapes:
                     from nnspec.lower.meta import infer
-                    out, params, buffers = infer(component, bound, types)
+                    out, shapes, buffers = infer(component, bound, types)
                 else:
                     out = component.shape(bound, types) if component.shape else types[0]
                     params, buffers = component.count(bound, types) if component.count else (0, 0)
+                    if component.parameters is not None:
+                        shapes = {name: tuple(size) for name, size in component.parameters(bound, types).items()}
+                if shapes is not None:           # declared parameters: the count is their sum
+                    params = sum(math.prod(size) for size in shapes.values())
             except (ShapeError, ArgError) as err:
                 message = err.message if err.message.startswith(component.name) else \
                     f"`{component.name}`: {err.message}"
@@ -278,7 +284,8 @@ class GraphChecker:
             child = env.child_name(child)
         path = _join(env.scope.path, child)
         if bound is not None and out is not None:
-            layer = ir.Layer(child, path, Use(component, bound, node.span), tuple(types), out, params, buffers)
+            layer = ir.Layer(child, path, Use(component, bound, node.span), tuple(types), out, params, buffers,
+                             param_shapes=shapes)
             env.scope.children[child] = layer
         slot = env.new_slot(out, f"`{component.name}`", node.span)
         env.scope.ops.append(ir.Op(child, tuple(inputs), slot))

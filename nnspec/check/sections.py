@@ -15,6 +15,7 @@ from nnspec.spec.settings import (CheckpointConfig, DataConfig, EarlyStop, Optim
                            TrainConfig, Use)
 from nnspec.errors import Diagnostics, did_you_mean
 from nnspec.check.expressions import Scope
+from nnspec.check.param_groups import check_group_args
 from nnspec.registry.catalog import Catalog
 from nnspec.check.resolve import bind_args, use_of
 from nnspec.registry.types import (ArgError, Bool, Choice, Float, NonNegativeInt, OneOf, Param, PositiveFloat, PositiveInt,
@@ -193,12 +194,11 @@ class SectionChecker:
         return OptimizerConfig(use, tuple(g for g in groups if g is not None), section.span)
 
     def _group(self, item: n.Setting, use: Use | None) -> ParamGroup | None:
-        selectors = []
+        selectors, spans = [], []
         for v in item.values:
-            if isinstance(v, n.Name):
-                selectors.append(v.name)
-            elif isinstance(v, n.String):
-                selectors.append(v.value)
+            if isinstance(v, (n.Name, n.String)):
+                selectors.append(v.name if isinstance(v, n.Name) else v.value)
+                spans.append(v.span)
             else:
                 self.diags.error("E508", "a group selector is a name (`bias`, `norm`, `weights`, a block or "
                                          "layer name) or a quoted glob such as \"head.*\"", v.span)
@@ -209,12 +209,13 @@ class SectionChecker:
         if use is not None:
             schema = {p.name: ((p,), p.doc) for p in use.component.params}
             wrapper = n.Setting("group", None, (), item.body or (), item.span, item.name_span)
-            for name, (bound, _) in self._keys(wrapper, schema).items():
-                overrides[name] = bound[name]
+            keys = self._keys(wrapper, schema)
+            overrides = {name: bound[name] for name, (bound, _) in keys.items()}
+            check_group_args(use, overrides, {name: at.span for name, (_, at) in keys.items()}, self.diags)
         if item.body is None or not item.body:
             self.diags.error("E509", "a parameter group needs settings in braces", item.span,
                              "e.g. `group bias { weight_decay 0 }`")
-        return ParamGroup(tuple(selectors), overrides, item.span)
+        return ParamGroup(tuple(selectors), overrides, item.span, tuple(spans))
 
     def data(self, section: n.Setting) -> DataConfig | None:
         if section.args is not None:

@@ -1,12 +1,14 @@
 """Shape inference by running a layer on torch's meta device: the opt-in for plugin layers
 that declare no pure-Python shape rule (`Component(meta_shapes=True)`). Slower than a rule and it
-imports torch, but allocates no memory."""
+imports torch, but allocates no memory. The module built there also gives the layer's parameter
+names and shapes, so such a layer's parameters are as well known as a declared layer's."""
 from __future__ import annotations
 
 from nnspec.registry.types import ShapeError, TensorType
 
 
-def infer(component, args, inputs: list[TensorType]) -> tuple[TensorType, int, int]:
+def infer(component, args, inputs: list[TensorType]) -> tuple[TensorType, dict[str, tuple[int, ...]], int]:
+    """(output type, {parameter name: shape}, buffer elements) of the layer on these inputs."""
     import torch
 
     try:
@@ -21,6 +23,6 @@ def infer(component, args, inputs: list[TensorType]) -> tuple[TensorType, int, i
     if not isinstance(out, torch.Tensor) or out.dim() < 1:
         raise ShapeError(f"{component.name} must return one tensor with a batch dimension")
     dtype = "long" if not out.dtype.is_floating_point else "float"
-    params = sum(p.numel() for p in module.parameters())
+    shapes = {name: tuple(p.shape) for name, p in module.named_parameters()}
     buffers = sum(b.numel() for b in module.buffers())
-    return TensorType(tuple(out.shape[1:]), dtype), params, buffers
+    return TensorType(tuple(out.shape[1:]), dtype), shapes, buffers

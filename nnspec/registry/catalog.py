@@ -1,7 +1,7 @@
 """One registry mechanism for every kind of component, fed by entry points.
 
 A `Component` is a declaration: name, parameters, capability flags and (for layers) pure-Python
-shape and parameter-count rules. Its implementation is named by a "module:attr" string and only
+shape rules and the trainable parameters (names and shapes) a layer has. Its implementation is named by a "module:attr" string and only
 imported when something is built, so checking a spec never imports torch or a plugin's runtime.
 
 Distributions (nnspec itself included) register in the entry-point groups `nnspec.<kind>`. An
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable, Iterable, Mapping
 
-from nnspec.registry.types import Param, ShapeRule, CountRule
+from nnspec.registry.types import CountRule, Param, ParamRule, ShapeRule
 
 KINDS = ("layers", "optimizers", "schedules", "losses", "metrics", "datasets", "augmentations")
 
@@ -30,6 +30,7 @@ PER_EPOCH = "per_epoch"              # a schedule that steps once per epoch by d
 NEEDS_METRIC = "needs_metric"        # a schedule driven by a monitored metric (plateau)
 FULL_BATCH = "full_batch"            # an optimizer fed the whole training split as one batch (gd)
 CLASSIFICATION = "classification"    # a loss/metric whose targets are class indices (int64)
+NORM = "norm"                        # a normalization layer: `group norm` selects its parameters
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,7 +44,10 @@ class Component:
     flags: frozenset[str] = frozenset()
     # layers only:
     shape: ShapeRule | None = None               # (args, inputs) -> TensorType, pure Python
-    count: CountRule | None = None               # (args, inputs) -> (trainable, non_trainable)
+    parameters: ParamRule | None = None          # (args, inputs) -> {name: shape} of the module's
+    #                                            named_parameters(); the parameter count is their sum
+    count: CountRule | None = None               # (args, inputs) -> (parameter, buffer elements); with
+    #                                            `parameters` declared only its buffer count is read
     inputs: tuple[int, int | None] = (1, 1)      # how many input tensors (min, max or None)
     meta_shapes: bool = False                    # opt-in: infer shapes on torch's meta device
     check: Callable[[Any], None] | None = None   # cross-argument checks, raise ArgError

@@ -272,6 +272,7 @@ class TensorType:
 
 ShapeRule = Callable[[Any, "list[TensorType]"], TensorType]
 CountRule = Callable[[Any, "list[TensorType]"], "tuple[int, int]"]
+ParamRule = Callable[[Any, "list[TensorType]"], "Mapping[str, tuple[int, ...]]"]
 
 
 class Args(Mapping):

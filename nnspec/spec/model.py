@@ -8,7 +8,7 @@ parameter counts; nothing imports torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Iterator, Mapping, Union
 
 from nnspec.spec.settings import Use
 from nnspec.errors import Span
@@ -26,6 +26,9 @@ class Layer:
     params: int = 0                 # elements of nn.Parameters
     buffers: int = 0                # elements of buffers (running stats, ...)
     trainable: bool = True
+    # {name: shape} of the module's named_parameters(), from the layer's declaration (or its meta
+    # build); None when a plugin layer does not declare them (its parameters are known only whole)
+    param_shapes: Mapping[str, tuple[int, ...]] | None = None
 
     @property
     def kind(self) -> str:

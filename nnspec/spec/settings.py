@@ -46,10 +46,18 @@ class ParamGroup:
     Selectors: `bias` (every bias), `norm` (every parameter of a normalization layer),
     `weights` (every non-bias parameter), a layer kind (e.g. `embedding`: every layer of it),
     a block or layer name in the model (e.g. `encoder`, `head`), or a quoted glob over
-    parameter paths (e.g. "stage4.*")."""
+    parameter paths (e.g. "stage4.*").
+
+    The check (nnspec/check/param_groups.py) resolves the selectors: `params` are the exact
+    `named_parameters()` paths of the lowered model this group takes (a parameter selected by
+    several groups belongs to the first), `whole_layers` the module paths of plugin layers that
+    declare no parameter names, taken whole."""
     selectors: tuple[str, ...]
     overrides: Mapping[str, Any]
     span: Span
+    selector_spans: tuple[Span, ...] = ()
+    params: tuple[str, ...] = ()
+    whole_layers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -96,18 +96,21 @@ def _conv_shape(name: str, n: int):
     return rule
 
 
-def _conv_count(name: str):
-    def count(args, inputs):
+def _with_bias(weight: tuple, args) -> dict:
+    return {"weight": weight, "bias": (args.out_channels,)} if args.bias else {"weight": weight}
+
+
+def _conv_parameters(name: str):
+    def parameters(args, inputs):
         channels = inputs[0].shape[0]
         groups = _conv_groups(name, args, channels)
-        weight = args.out_channels * (channels // groups) * math.prod(args.kernel_size)
-        return weight + (args.out_channels if args.bias else 0), 0
-    return count
+        return _with_bias((args.out_channels, channels // groups, *args.kernel_size), args)
+    return parameters
 
 
 def _conv(name: str, n: int):
     return layer(name, _conv_params(n), f"{n}-D convolution over {_LAYOUT[n]} (in_channels is inferred).",
-                 shape=_conv_shape(name, n), count=_conv_count(name), check=_conv_check)
+                 shape=_conv_shape(name, n), parameters=_conv_parameters(name), check=_conv_check)
 
 
 conv1d = _conv("conv1d", 1)
@@ -141,10 +144,8 @@ def _convt_shape(args, inputs):
     return TensorType((args.out_channels, *out))
 
 
-def _convt_count(args, inputs):
-    channels = inputs[0].shape[0]
-    weight = channels * (args.out_channels // args.groups) * math.prod(args.kernel_size)
-    return weight + (args.out_channels if args.bias else 0), 0
+def _convt_parameters(args, inputs):
+    return _with_bias((inputs[0].shape[0], args.out_channels // args.groups, *args.kernel_size), args)
 
 
 conv_transpose2d = layer(
@@ -159,7 +160,7 @@ conv_transpose2d = layer(
      Param("groups", PositiveInt, 1, doc="split channels into groups (in and out channels must divide)"),
      Param("bias", Bool(), True, doc="learn an additive bias per output channel")),
     "Transposed 2-D convolution (learned upsampling) over [channels, height, width].",
-    shape=_convt_shape, count=_convt_count, check=_convt_check)
+    shape=_convt_shape, parameters=_convt_parameters, check=_convt_check)
 
 
 # --- pooling --------------------------------------------------------------------------------

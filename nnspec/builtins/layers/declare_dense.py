@@ -1,8 +1,7 @@
 """Dense, embedding, normalization and dropout layers."""
 from __future__ import annotations
 
-import math
-
+from nnspec.registry.catalog import NORM
 from nnspec.builtins.layers.rules import Optional, expect_min_rank, expect_rank, layer, show
 from nnspec.registry.types import (ArgError, Bool, Float, Int, Param, PositiveFloat, PositiveInt, Probability,
                           ShapeError, TensorType)
@@ -14,9 +13,9 @@ def _linear_shape(args, inputs):
     return TensorType(x.shape[:-1] + (args.out_features,))
 
 
-def _linear_count(args, inputs):
-    fan_in = inputs[0].shape[-1]
-    return fan_in * args.out_features + (args.out_features if args.bias else 0), 0
+def _linear_parameters(args, inputs):
+    out = {"weight": (args.out_features, inputs[0].shape[-1])}
+    return {**out, "bias": (args.out_features,)} if args.bias else out
 
 
 linear = layer(
@@ -24,7 +23,7 @@ linear = layer(
     (Param("out_features", PositiveInt, doc="size of each output sample"),
      Param("bias", Bool(), True, doc="learn an additive bias")),
     "Fully connected layer over the last dimension (in_features is inferred).",
-    shape=_linear_shape, count=_linear_count)
+    shape=_linear_shape, parameters=_linear_parameters)
 
 
 # --- embeddings -----------------------------------------------------------------------------
@@ -44,8 +43,8 @@ def _embedding_shape(args, inputs):
     return TensorType(x.shape + (args.embedding_dim,))
 
 
-def _embedding_count(args, inputs):
-    return args.num_embeddings * args.embedding_dim, 0
+def _embedding_parameters(args, inputs):
+    return {"weight": (args.num_embeddings, args.embedding_dim)}
 
 
 embedding = layer(
@@ -55,7 +54,7 @@ embedding = layer(
      Param("padding_idx", Optional(Int()), None,
            doc="an id whose vector stays zero and gets no gradient; none: no padding id")),
     "Lookup table from integer ids (long [...]) to float vectors ([..., embedding_dim]).",
-    shape=_embedding_shape, count=_embedding_count, check=_embedding_check, dtype=None)
+    shape=_embedding_shape, parameters=_embedding_parameters, check=_embedding_check, dtype=None)
 
 
 def _positional_shape(args, inputs):
@@ -67,15 +66,15 @@ def _positional_shape(args, inputs):
     return x
 
 
-def _positional_count(args, inputs):
-    return args.max_len * inputs[0].shape[1], 0
+def _positional_parameters(args, inputs):
+    return {"weight": (args.max_len, inputs[0].shape[1])}
 
 
 positional_embedding = layer(
     "positional_embedding",
     (Param("max_len", PositiveInt, doc="longest sequence the learned positions cover"),),
     "Adds a learned vector per position to a [seq, features] input (seq ≤ max_len).",
-    shape=_positional_shape, count=_positional_count)
+    shape=_positional_shape, parameters=_positional_parameters)
 
 
 # --- normalization --------------------------------------------------------------------------
@@ -95,22 +94,28 @@ def _batchnorm_shape(name: str, ranks: tuple[int, ...], layout: str):
     return rule
 
 
-def _batchnorm_count(args, inputs):
+def _affine_parameters(args, inputs):
+    """weight and bias per channel (dim 0) when affine: batchnorm and groupnorm."""
     c = inputs[0].shape[0]
-    return (2 * c if args.affine else 0), (2 * c + 1 if args.track_running_stats else 0)
+    return {"weight": (c,), "bias": (c,)} if args.affine else {}
+
+
+def _batchnorm_buffers(args, inputs):
+    """running mean and variance per channel, plus the batch counter."""
+    return 2 * inputs[0].shape[0] + 1 if args.track_running_stats else 0
 
 
 batchnorm1d = layer(
     "batchnorm1d", (_EPS, _MOMENTUM, _AFFINE, _TRACK),
     "Batch normalization of [features] or [channels, length] per channel.",
     shape=_batchnorm_shape("batchnorm1d", (1, 2), "[features] or [channels, length]"),
-    count=_batchnorm_count)
+    parameters=_affine_parameters, buffers=_batchnorm_buffers, flags={NORM})
 
 batchnorm2d = layer(
     "batchnorm2d", (_EPS, _MOMENTUM, _AFFINE, _TRACK),
     "Batch normalization of [channels, height, width] per channel.",
     shape=_batchnorm_shape("batchnorm2d", (3,), "[channels, height, width]"),
-    count=_batchnorm_count)
+    parameters=_affine_parameters, buffers=_batchnorm_buffers, flags={NORM})
 
 
 def _layernorm_shape(args, inputs):
@@ -121,9 +126,11 @@ def _layernorm_shape(args, inputs):
     return x
 
 
-def _layernorm_count(args, inputs):
-    size = math.prod(inputs[0].shape[len(inputs[0].shape) - args.dims:])
-    return (size * (2 if args.bias else 1) if args.affine else 0), 0
+def _layernorm_parameters(args, inputs):
+    shape = tuple(inputs[0].shape[len(inputs[0].shape) - args.dims:])
+    if not args.affine:
+        return {}
+    return {"weight": shape, "bias": shape} if args.bias else {"weight": shape}
 
 
 layernorm = layer(
@@ -133,7 +140,7 @@ layernorm = layer(
      Param("affine", Bool(), True, doc="learn an elementwise scale (and shift, see bias)"),
      Param("bias", Bool(), True, doc="learn the shift too (when affine)")),
     "Layer normalization over the last dimension (or the last `dims` dimensions).",
-    shape=_layernorm_shape, count=_layernorm_count)
+    shape=_layernorm_shape, parameters=_layernorm_parameters, flags={NORM})
 
 
 def _groupnorm_shape(args, inputs):
@@ -145,15 +152,11 @@ def _groupnorm_shape(args, inputs):
     return x
 
 
-def _groupnorm_count(args, inputs):
-    return (2 * inputs[0].shape[0] if args.affine else 0), 0
-
-
 groupnorm = layer(
     "groupnorm", (Param("groups", PositiveInt, doc="number of channel groups; must divide the channels"),
                   _EPS, _AFFINE),
     "Group normalization of [channels, ...] (statistics per sample and channel group).",
-    shape=_groupnorm_shape, count=_groupnorm_count)
+    shape=_groupnorm_shape, parameters=_affine_parameters, flags={NORM})
 
 
 # --- dropout --------------------------------------------------------------------------------

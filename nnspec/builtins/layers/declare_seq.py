@@ -43,21 +43,28 @@ def _rnn_shape(name: str):
     return rule
 
 
-def _rnn_count(name: str):
-    def count(args, inputs):
-        h, dirs = args.hidden_size, 2 if args.bidirectional else 1
-        total, fan_in = 0, inputs[0].shape[1]
-        for _ in range(args.layers):
-            total += dirs * _GATES[name] * h * (fan_in + h + (2 if args.bias else 0))
-            fan_in = h * dirs
-        return total, 0
-    return count
+def _rnn_parameters(name: str):
+    """torch's names inside the wrapper's `rnn`: weight_ih_l0, ..., `_reverse` for the backward direction."""
+    def parameters(args, inputs):
+        h, gates = args.hidden_size, _GATES[name] * args.hidden_size
+        suffixes = ("", "_reverse") if args.bidirectional else ("",)
+        out, fan_in = {}, inputs[0].shape[1]
+        for i in range(args.layers):
+            for suffix in suffixes:
+                out[f"rnn.weight_ih_l{i}{suffix}"] = (gates, fan_in)
+                out[f"rnn.weight_hh_l{i}{suffix}"] = (gates, h)
+                if args.bias:
+                    out[f"rnn.bias_ih_l{i}{suffix}"] = (gates,)
+                    out[f"rnn.bias_hh_l{i}{suffix}"] = (gates,)
+            fan_in = h * len(suffixes)
+        return out
+    return parameters
 
 
 def _rnn(name: str):
     return layer(name, _rnn_params(name),
                  f"{_RNN_NAMES[name]} over {_SEQ}; output = last gives the final hidden state, all every step.",
-                 shape=_rnn_shape(name), count=_rnn_count(name), warn=_rnn_warn)
+                 shape=_rnn_shape(name), parameters=_rnn_parameters(name), warn=_rnn_warn)
 
 
 lstm, gru, rnn = _rnn("lstm"), _rnn("gru"), _rnn("rnn")
@@ -77,12 +84,14 @@ def _attention_shape(args, inputs):
     return inputs[0]
 
 
-def _attention_params(d: int, bias: bool) -> int:
-    return 4 * d * d + (4 * d if bias else 0)
+def _attention_params(d: int, bias: bool, prefix: str = "") -> dict:
+    """torch.nn.MultiheadAttention's own names: one packed q/k/v projection and out_proj."""
+    out = {"in_proj_weight": (3 * d, d), "in_proj_bias": (3 * d,), "out_proj.weight": (d, d), "out_proj.bias": (d,)}
+    return {prefix + key: size for key, size in out.items() if bias or "bias" not in key}
 
 
-def _attention_count(args, inputs):
-    return _attention_params(inputs[0].shape[1], args.bias), 0
+def _attention_parameters(args, inputs):
+    return _attention_params(inputs[0].shape[1], args.bias)
 
 
 _CAUSAL = Param("causal", Bool(), False, keyword_only=True,
@@ -95,7 +104,7 @@ self_attention = layer(
      Param("bias", Bool(), True, doc="learn biases in the input and output projections"),
      _CAUSAL),
     "Multi-head self-attention on [seq, features] → [seq, features] (query = key = value).",
-    shape=_attention_shape, count=_attention_count)
+    shape=_attention_shape, parameters=_attention_parameters)
 
 
 def _encoder_shape(args, inputs):
@@ -103,12 +112,12 @@ def _encoder_shape(args, inputs):
     return inputs[0]
 
 
-def _encoder_count(args, inputs):
+def _encoder_parameters(args, inputs):
+    """torch.nn.TransformerEncoderLayer's names: self_attn, linear1, linear2, norm1, norm2."""
     d, ff = inputs[0].shape[1], args.ff
-    attention = _attention_params(d, True)
-    feedforward = d * ff + ff + ff * d + d
-    norms = 2 * 2 * d
-    return attention + feedforward + norms, 0
+    return {**_attention_params(d, True, "self_attn."),
+            "linear1.weight": (ff, d), "linear1.bias": (ff,), "linear2.weight": (d, ff), "linear2.bias": (d,),
+            "norm1.weight": (d,), "norm1.bias": (d,), "norm2.weight": (d,), "norm2.bias": (d,)}
 
 
 transformer_encoder = layer(
@@ -121,7 +130,8 @@ transformer_encoder = layer(
      Param("eps", PositiveFloat, 1e-5, doc="layer norm epsilon"),
      _CAUSAL),
     "One transformer encoder layer (self-attention + feed-forward) on [seq, features], same shape out.",
-    shape=_encoder_shape, count=_encoder_count)
+    shape=_encoder_shape, parameters=_encoder_parameters,
+    info={"norm_parts": ("norm1", "norm2")})       # `group norm` selects its two layer norms
 
 
 COMPONENTS = [lstm, gru, rnn, self_attention, transformer_encoder]

@@ -1,11 +1,14 @@
 """Shared helpers for the built-in layer declarations (pure Python, never imports torch).
 
-`layer(...)` builds a layer Component whose shape and count rules are wrapped so that every
-rule first sees the right number of inputs and (unless it opts out) float inputs; `count`
-re-runs the shape rule, so it never meets an input the shape rule would refuse.
+`layer(...)` builds a layer Component whose shape and parameter rules are wrapped so that every
+rule first sees the right number of inputs and (unless it opts out) float inputs; the parameter
+rule re-runs the shape rule, so it never meets an input the shape rule would refuse. A layer
+declares its trainable parameters by name and shape (`parameters`) and, if it keeps any, its
+buffer elements (`buffers`); its `count` is derived from those two, never a second formula.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from nnspec.registry.catalog import Component
@@ -20,10 +23,6 @@ IMPL = "nnspec.builtins.layers.torch_impl:"
 def show(shape) -> str:
     """A shape as written in specs: [64, 8, 8]."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def no_params(args, inputs):
-    return 0, 0
 
 
 def same_shape(args, inputs):
@@ -64,9 +63,10 @@ def _check_float(name: str, inputs) -> None:
 
 
 def layer(name: str, params=(), summary: str = "", impl: str | None = None, *,
-          shape: Callable = same_shape, count: Callable = no_params, inputs=(1, 1),
+          shape: Callable = same_shape, parameters: Callable | None = None,
+          buffers: Callable | None = None, inputs=(1, 1),
           flags=frozenset(), check: Callable | None = None, warn: Callable | None = None,
-          dtype: str | None = "float") -> Component:
+          dtype: str | None = "float", info: dict | None = None) -> Component:
     """A layer Component whose rules check input count and dtype before the layer's own rule.
     `dtype=None` lets the rule see any dtype (embedding checks its own)."""
     low, high = inputs
@@ -80,15 +80,21 @@ def layer(name: str, params=(), summary: str = "", impl: str | None = None, *,
             _check_float(name, ins)
         return shape(args, ins)
 
+    def checked_parameters(args, ins):
+        checked_shape(args, ins)
+        return {key: tuple(size) for key, size in parameters(args, list(ins)).items()}
+
     def checked_count(args, ins):
         checked_shape(args, ins)
-        return count(args, list(ins))
+        declared = parameters(args, list(ins)) if parameters else {}
+        return (sum(math.prod(size) for size in declared.values()),
+                buffers(args, list(ins)) if buffers else 0)
 
     checked_shape.__doc__ = shape.__doc__
-    checked_count.__doc__ = count.__doc__
     return Component(name, "layers", params=tuple(params), summary=summary,
                      impl=IMPL + (impl or name), flags=frozenset(flags), shape=checked_shape,
-                     count=checked_count, inputs=inputs, check=check, warn=warn)
+                     parameters=checked_parameters if parameters else None, count=checked_count,
+                     inputs=inputs, check=check, warn=warn, info=info or {})
 
 
 def tup(value, n: int) -> tuple:

@@ -4,7 +4,8 @@ Implementations (nnspec/runtime/optimizers.py) have the signature
 `factory(param_groups: list[dict], args: Args) -> torch.optim.Optimizer`; the arguments
 below are the defaults that per-group overrides (`group bias { weight_decay 0 }`) replace.
 `info["state_slots"]` is how many parameter-sized state tensors the optimizer keeps per
-parameter with its default arguments (for memory estimates).
+parameter with its default arguments (for memory estimates); `info["group_overrides"] = False`
+says the optimizer keeps one parameter group, so a `group` with settings is refused by the check.
 """
 from __future__ import annotations
 
@@ -103,6 +104,6 @@ lbfgs = Component(
             Param("tolerance_change", PositiveFloat, 1e-9, keyword_only=True,
                   doc="stop a step when the loss or parameters change less than this")),
     summary="L-BFGS quasi-Newton method (re-evaluates the loss through a closure; one parameter group).",
-    impl=IMPL + "lbfgs", flags=frozenset({NEEDS_CLOSURE}), info={"state_slots": 200})
+    impl=IMPL + "lbfgs", flags=frozenset({NEEDS_CLOSURE}), info={"state_slots": 200, "group_overrides": False})
 
 COMPONENTS = [gd, sgd, adam, adamw, adagrad, rmsprop, adadelta, lbfgs]

@@ -1,4 +1,4 @@
-"""squeeze_excite: the pure shape and count rules against the real torch module, the forward
+"""squeeze_excite: the pure shape and parameter rules against the real torch module, the forward
 pass against a hand computation, and located errors in a spec."""
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def test_rules_match_the_torch_module(shape, keyword):
     module = squeeze_excite(args, inputs)
     out = module(torch.randn(2, *shape))
     assert SQUEEZE_EXCITE.shape(args, inputs) == TensorType(tuple(out.shape[1:]))
-    assert SQUEEZE_EXCITE.count(args, inputs) == (sum(p.numel() for p in module.parameters()),
-                                                   sum(b.numel() for b in module.buffers()))
+    assert SQUEEZE_EXCITE.parameters(args, inputs) == {name: tuple(p.shape) for name, p in module.named_parameters()}
+    assert not list(module.buffers())          # no buffers, so the declaration needs no `count`
 
 
 def test_forward_matches_hand_computation():
@@ -71,6 +71,24 @@ model m {
     (se,) = [layer for layer in model.root.layers() if layer.use.component.name == "squeeze_excite"]
     assert se.params == 16 * 4 + 4 + 4 * 16 + 16 and se.output == TensorType((16, 8, 8))
     assert model.params == (16 * 9 + 16) + se.params + (16 * 64 * 10 + 10)
+
+
+
+def test_parameter_groups_select_inside_it_by_the_declared_names():
+    text = """
+model m {
+    input [1, 8, 8]
+    conv2d(16, 3, padding = same) -> relu
+    squeeze_excite(reduction = 4)
+    flatten -> linear(10)
+}
+optimizer adamw { group bias { weight_decay 0 } }
+"""
+    result = check_source(text, catalog=CATALOG)
+    assert result.ok and not result.diagnostics, result.diagnostics
+    (group,) = result.spec.optimizer.groups
+    assert group.params == ("conv2d_0.bias", "squeeze_excite_0.reduce.bias", "squeeze_excite_0.expand.bias",
+                            "linear_0.bias")
 
 
 @pytest.mark.parametrize("layer, words", [

@@ -1,8 +1,10 @@
 """The declaration of `squeeze_excite` that `nnspec validate` reads. Never import torch here.
 
-Its shape and count rules are plain Python over `TensorType`s, so a spec is checked, and
+Its shape and parameter rules are plain Python over `TensorType`s, so a spec is checked, and
 `nnspec summary` counts parameters, without building anything. A rule raises `ShapeError`
-for an input it cannot take; nnspec reports it (E410) at the layer in the spec.
+for an input it cannot take; nnspec reports it (E410) at the layer in the spec. `parameters`
+names the module's parameters as its `named_parameters()` does, so parameter groups can select
+inside it (`group bias` takes `reduce.bias` and `expand.bias`); the count is their sum.
 """
 from __future__ import annotations
 
@@ -33,10 +35,11 @@ def _shape(args, inputs: list[TensorType]) -> TensorType:
     return x
 
 
-def _count(args, inputs: list[TensorType]) -> tuple[int, int]:
+def _parameters(args, inputs: list[TensorType]) -> dict[str, tuple[int, ...]]:
     channels = _shape(args, inputs).shape[0]
     hidden = hidden_units(args, channels)
-    return channels * hidden + hidden + hidden * channels + channels, 0     # two linear maps with bias
+    return {"reduce.weight": (hidden, channels), "reduce.bias": (hidden,),      # two linear maps with bias
+            "expand.weight": (channels, hidden), "expand.bias": (channels,)}
 
 
 SQUEEZE_EXCITE = Component(
@@ -49,5 +52,5 @@ SQUEEZE_EXCITE = Component(
     summary="Squeeze-and-excitation (Hu et al. 2018): rescale channels by weights computed from their means.",
     impl="nnspec_squeeze_excite.layer:squeeze_excite",
     shape=_shape,
-    count=_count,
+    parameters=_parameters,
 )
