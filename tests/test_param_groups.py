@@ -180,7 +180,7 @@ def test_a_group_that_earlier_groups_emptied_warns():
 
 
 def test_norm_selects_the_layer_norms_a_transformer_encoder_declares():
-    model = "model net {\n    input [6, 8]\n    transformer_encoder(2, ff = 16) -> layernorm\n    flatten -> linear(10)\n}\n"
+    model = "model net {\n    input [8, 8]\n    transformer_encoder(2, ff = 16) -> layernorm\n    flatten -> linear(10)\n}\n"
     result = check_source(spec_text("optimizer adamw { group norm { weight_decay 0 } }", model))
     assert result.ok, result.diagnostics
     assert result.spec.optimizer.groups[0].params == (
@@ -189,7 +189,7 @@ def test_norm_selects_the_layer_norms_a_transformer_encoder_declares():
 
 
 def test_recurrent_and_attention_biases_count_as_bias():
-    model = "model net {\n    input [6, 8]\n    lstm(4, output = all) -> self_attention(2)\n    flatten -> linear(10)\n}\n"
+    model = "model net {\n    input [8, 8]\n    lstm(4, output = all) -> self_attention(2)\n    flatten -> linear(10)\n}\n"
     result = check_source(spec_text("optimizer adamw { group bias { weight_decay 0 } }", model))
     assert result.ok, result.diagnostics
     assert result.spec.optimizer.groups[0].params == (
