@@ -86,9 +86,8 @@ def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> torch.optim.Optim
     groups = param_groups(cfg.groups, model)
     if not any(g["params"] for g in groups):
         raise error("E904", "the model has no trainable parameters to optimize", cfg.span)
-    factory = cfg.optimizer.component.load()
     try:
-        opt = factory(groups, cfg.optimizer.args)
+        opt = cfg.optimizer.component.build(groups, cfg.optimizer.args)
     except (ValueError, TypeError) as err:
         raise error("E905", f"cannot build optimizer `{cfg.optimizer.name}`: {err}", cfg.optimizer.span) from err
     for g in opt.param_groups:

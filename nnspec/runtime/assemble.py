@@ -121,7 +121,7 @@ def assemble(spec: Spec, *, load_data: bool = True) -> Built:
     runtime = resolve(distributed.device_for(cfg.device), cfg.precision, cfg.span)
     from nnspec.lower.model import build_model
     model = build_model(spec.model).to(runtime.device)
-    loss = spec.loss.component.load()(spec.loss.args).to(runtime.device) if spec.loss is not None else None
+    loss = spec.loss.component.build(spec.loss.args).to(runtime.device) if spec.loss is not None else None
     classification = spec.loss is not None and CLASSIFICATION in spec.loss.component.flags
     if spec.loss is None:
         classification = any(CLASSIFICATION in m.component.flags for m in spec.metrics)
@@ -133,7 +133,7 @@ def assemble(spec: Spec, *, load_data: bool = True) -> Built:
     for use in spec.metrics:
         try:
             key = use.name if use.name not in metrics else f"{use.name}_{len(metrics) + 1}"
-            metrics[key] = use.component.load()(use.args, num_classes=num_classes)
+            metrics[key] = use.component.build(use.args, num_classes=num_classes)
         except ValueError as err:
             raise error("E905", f"metric `{use.name}`: {err}", use.span) from err
 

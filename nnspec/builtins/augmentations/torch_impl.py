@@ -102,7 +102,7 @@ def compose_augment(uses: Sequence, input_type: TensorType) -> Augment | None:
     if input_type.dtype != "float":
         raise DataError("augmentations need float inputs; this model's input is integer tokens",
                         "remove `augment` from the data block", span=uses[0].span)
-    steps = [(use, use.component.load()(use.args)) for use in uses]
+    steps = [(use, use.component.build(use.args)) for use in uses]
     probe = torch.zeros((2,) + tuple(input_type.shape))
     gen = torch.Generator().manual_seed(0)
     for use, step in steps:

@@ -48,6 +48,16 @@ def csv(args, ctx: DataContext) -> dict[str, Arrays]:
 
 
 def _read_csv(path: str, shown: str, args) -> Arrays:
+    try:
+        return _read_csv_table(path, shown, args)
+    except UnicodeDecodeError:
+        from nnspec.encoding import HINT, locate_invalid_utf8
+        where = locate_invalid_utf8(path)
+        at = f": byte {where[0]} (line {where[1]}) is not UTF-8" if where else ""
+        raise DataError(f"{shown} is not UTF-8 text{at}", HINT) from None
+
+
+def _read_csv_table(path: str, shown: str, args) -> Arrays:
     with open(path, newline="", encoding="utf-8-sig") as f:
         first = next(_csv.reader(f, delimiter=args.delimiter), None)
     if first is None:
