@@ -239,10 +239,17 @@ def _parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    guard_streams()
-    parser = _parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)     # what `--nproc` workers re-run
+    saved = sys.stdout, sys.stderr
+    guard_streams()                 # a reader that goes away early never changes the exit code
+    try:
+        args = _parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)     # what `--nproc` workers re-run
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _run(args) -> int:
     try:
         return args.fn(args)
     except NnspecError as err:
