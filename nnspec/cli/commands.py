@@ -2,7 +2,6 @@
 (usage) with located messages, never a traceback."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
