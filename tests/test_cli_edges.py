@@ -119,7 +119,8 @@ def broken_plugin(site: Path) -> None:
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: nnspec-brokenimpl\nVersion: 0.1.0\n")
     (dist / "entry_points.txt").write_text("[nnspec.optimizers]\nnoimport = nnspec_brokenimpl:NOIMPORT\n"
-                                           "explodes = nnspec_brokenimpl:EXPLODES\n")
+                                           "explodes = nnspec_brokenimpl:EXPLODES\n"
+                                           "[nnspec.datasets]\ncrashes = nnspec_brokenimpl:CRASHES\n")
     (site / "nnspec_brokenimpl").mkdir()
     (site / "nnspec_brokenimpl" / "__init__.py").write_text(textwrap.dedent("""\
         from nnspec.registry import Component
@@ -129,23 +130,31 @@ def broken_plugin(site: Path) -> None:
                              info={"state_slots": 0})
         EXPLODES = Component("explodes", "optimizers", params=LR, impl="nnspec_brokenimpl.impl:make",
                              info={"state_slots": 0})
+        CRASHES = Component("crashes", "datasets", impl="nnspec_brokenimpl.impl:read")
         """))
     (site / "nnspec_brokenimpl" / "impl.py").write_text(
-        "def make(groups, args):\n    raise RuntimeError('the fused kernel was not compiled')\n")
+        "def make(groups, args):\n    raise RuntimeError('the fused kernel was not compiled')\n\n\n"
+        "def read(args, ctx):\n    return {}['images']\n")
 
 
-@pytest.mark.parametrize("name, says", [
-    ("noimport", "[nnspec_brokenimpl.missing:make] failed to import: ModuleNotFoundError"),
-    ("explodes", "[nnspec_brokenimpl.impl:make] failed while being built: RuntimeError: the fused kernel")])
-def test_a_broken_plugin_implementation_is_named(tmp_path, name, says):
+@pytest.mark.parametrize("kind, name, says", [
+    ("optimizer", "noimport", "[nnspec_brokenimpl.missing:make] failed to import: ModuleNotFoundError"),
+    ("optimizer", "explodes", "[nnspec_brokenimpl.impl:make] failed while being built: RuntimeError: the fused"),
+    ("dataset", "crashes", "[nnspec_brokenimpl.impl:read] failed while being built: KeyError: 'images'")])
+def test_a_broken_plugin_implementation_is_named(tmp_path, kind, name, says):
     broken_plugin(tmp_path / "site")
     spec = tmp_path / "s.nn"
-    spec.write_text(DIGITS.read_text().replace("optimizer adam(lr = 1e-3)", f"optimizer {name}(lr = 0.1)"))
+    text = DIGITS.read_text()
+    if kind == "optimizer":
+        text = text.replace("optimizer adam(lr = 1e-3)", f"optimizer {name}(lr = 0.1)")
+    else:
+        text = text.replace("data digits {", f"data {name} {{")
+    spec.write_text(text)
     env = env_with(tmp_path / "site")
     assert run("validate", str(spec), env=env).returncode == 0
     out = run("train", str(spec), "--quiet", "--out", str(tmp_path / "run"), env=env)
     assert out.returncode == 1, out.output
-    assert f"optimizer `{name}` from nnspec-brokenimpl 0.1.0 {says}" in out.stderr, out.stderr
+    assert f"{kind} `{name}` from nnspec-brokenimpl 0.1.0 {says}" in out.stderr, out.stderr
     assert "Traceback" not in out.output
 
 
