@@ -69,7 +69,7 @@ def test_summary_table_and_errors():
     assert bad.returncode == 1 and "E410" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("command", ["validate", "summary", "fmt", "train", "plugins"])
+@pytest.mark.parametrize("command", ["validate", "summary", "fmt", "train", "eval", "predict", "plugins", "completion"])
 def test_every_command_has_help(command):
     out = run(command, "--help")
     assert out.returncode == 0 and "usage: nnspec " + command in out.stdout

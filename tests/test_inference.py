@@ -59,3 +59,48 @@ def test_bad_weights_and_inputs_are_located_errors(run, tmp_path):
     other.write_text(SPEC.read_text().replace("const hidden = 256", "const hidden = 32"))
     wrong = nnspec("eval", str(other), "--weights", str(run))
     assert wrong.returncode == 1 and "do not fit the spec's model" in wrong.stderr
+
+
+def test_eval_accepts_a_checkpoint_of_the_run(run):
+    checkpoint = run / "checkpoints" / "last.pt"
+    assert checkpoint.is_file()
+    from_weights = nnspec("eval", str(SPEC), "--weights", str(run), "--set", "train.epochs=2", "--json")
+    from_checkpoint = nnspec("eval", str(SPEC), "--weights", str(checkpoint), "--set", "train.epochs=2", "--json")
+    assert from_checkpoint.returncode == 0, from_checkpoint.stderr
+    assert json.loads(from_checkpoint.stdout) == json.loads(from_weights.stdout)
+    (run.parent / "not_a_checkpoint.pt").write_bytes(b"garbage")
+    bad = nnspec("eval", str(SPEC), "--weights", str(run.parent / "not_a_checkpoint.pt"))
+    assert bad.returncode == 1 and "E950" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_predict_never_overwrites_its_input_or_an_existing_file(run, tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((4, 64)))
+    original = x.read_bytes()
+    link = tmp_path / "link.npy"
+    link.symlink_to(x)
+    for output in (x, link, tmp_path / "." / "x.npy"):
+        same = nnspec("predict", str(SPEC), "--weights", str(run), "--input", str(x), "--output", str(output),
+                      "--force")
+        assert same.returncode == 2 and "is the --input file" in same.stderr, same.stderr
+    assert x.read_bytes() == original
+    existing = tmp_path / "pred.csv"
+    existing.write_text("keep me\n")
+    refused = nnspec("predict", str(SPEC), "--weights", str(run), "--input", str(x), "--output", str(existing))
+    assert refused.returncode == 2 and "exists; pass --force" in refused.stderr
+    assert existing.read_text() == "keep me\n"
+    forced = nnspec("predict", str(SPEC), "--weights", str(run), "--input", str(x), "--output", str(existing),
+                    "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert existing.read_text().startswith("prediction,p0")
+    default = nnspec("predict", str(SPEC), "--weights", str(run), "--input", str(x))
+    assert default.returncode == 0 and (tmp_path / "x.predictions.csv").is_file()
+    again = nnspec("predict", str(SPEC), "--weights", str(run), "--input", str(x))
+    assert again.returncode == 2 and "x.predictions.csv exists" in again.stderr
+
+
+def test_predict_explains_how_to_shape_one_flat_sample(run, tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros(64))
+    out = nnspec("predict", str(SPEC), "--weights", str(run), "--input", str(tmp_path / "one.npy"))
+    assert out.returncode == 1 and "one flat vector" in out.stderr and "x.reshape(1, -1)" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,4 +1,5 @@
-"""A non-editable install must find its grammar: the wheel ships the grammar as nnspec/syntax package data."""
+"""A non-editable install must find its grammar: the wheel ships the grammar as nnspec/syntax package data,
+and the Apache-2.0 LICENSE the project declares."""
 from __future__ import annotations
 
 import subprocess
@@ -21,6 +22,10 @@ def test_wheel_ships_grammar_tables_and_data(tmp_path):
     for needed in ("nnspec/syntax/nnspec.lark", "nnspec/syntax/nnspec.tables.json",
                    "nnspec/data/digits.csv.gz", "nnspec/data/DIGITS_LICENSE.md", "nnspec/cli/commands.py"):
         assert needed in names, needed
+    license_file = next(n for n in names if n.endswith(".dist-info/licenses/LICENSE"))
+    assert "Apache License\n                           Version 2.0" in zipfile.ZipFile(wheel).read(license_file).decode()
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in metadata and "License-File: LICENSE" in metadata
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[nnspec.layers]" in text and "nnspec.builtins.layers:COMPONENTS" in text

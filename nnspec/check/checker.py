@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 from nnspec.syntax import nodes as n
 from nnspec.spec.settings import Spec
 from nnspec.errors import Diagnostic, Diagnostics, NnspecError, Span, did_you_mean
+from nnspec.encoding import HINT, decode_spec, position
 from nnspec.check.expressions import Scope, evaluate
 from nnspec.check.model_graph import GraphChecker
 from nnspec.limits import LIMITS
@@ -62,10 +63,9 @@ def check_file(path: str | Path, *, overrides: Sequence[str] | dict | None = Non
                        Span(shown, 1, 1, 1, 2), "a spec is a short text; split it into files joined with `import`")
         return CheckResult(shown, None, [d])
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        d = Diagnostic("error", "E002", f"{shown} is not UTF-8 text (byte {err.start})", Span(shown, 1, 1, 1, 2))
-        return CheckResult(shown, None, [d])
+        text = decode_spec(data, shown)
+    except NnspecError as err:
+        return CheckResult(shown, None, err.diagnostics)
     return check_source(text, shown, overrides=overrides, catalog=catalog, allow_outside=allow_outside,
                         open_data=open_data)
 
@@ -176,8 +176,10 @@ class _Checker:
                 text = data.decode("utf-8")
                 self.sources[shown] = text
                 sub = parse(text, shown)
-            except UnicodeDecodeError:
-                self.diags.error("E002", f"`{raw}` is not UTF-8 text", item.span)
+            except UnicodeDecodeError as err:
+                line, column = position(data, err.start)
+                self.diags.error("E002", f"`{raw}` is not UTF-8 text: byte {err.start} (line {line}, column "
+                                 f"{column}) is 0x{data[err.start]:02x}", item.span, HINT)
                 continue
             except NnspecError as err:
                 self.diags.extend(err.diagnostics)

@@ -2,14 +2,16 @@
 (usage) with located messages, never a traceback."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from nnspec.cli.output import guard_streams
+from nnspec.cli.paths import folder_problem, output_file_problem
 from nnspec.errors import Diagnostic, NnspecError, render_text
+from nnspec.registry.catalog import PluginBuildError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_STOPPED = 3        # SIGINT/SIGTERM: checkpoint written after the current step; --resume continues
@@ -32,17 +34,14 @@ def _spec_files(paths: Sequence[str]) -> tuple[list[Path], list[str]]:
     return files, missing
 
 
-def _print_diagnostics(diags: list[Diagnostic], sources: dict[str, str], fmt: str, out=sys.stdout) -> None:
+def _print_diagnostics(diags: list[Diagnostic], sources: dict[str, str], fmt: str, out=None) -> None:
+    out = out or sys.stdout
     if fmt == "json":
         return
     if fmt == "github":
+        from nnspec.cli.output import github_annotation
         for d in diags:
-            s = d.span
-            msg = d.message + (f" ({d.hint})" if d.hint else "")
-            msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-            kind = "error" if d.severity == "error" else "warning"
-            print(f"::{kind} file={s.file},line={s.line},col={s.column},endLine={s.end_line},"
-                  f"endColumn={s.end_column},title={d.code}::{msg}", file=out)
+            print(github_annotation(d), file=out)
         return
     if diags:
         print(render_text(diags, sources, color=_color(out)), file=out)
@@ -118,6 +117,7 @@ def cmd_fmt(args) -> int:
     if missing:
         print(f"nnspec fmt: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
+    write = not (args.check or args.diff)
     changed, failed = [], 0
     for f in files:
         try:
@@ -126,11 +126,17 @@ def cmd_fmt(args) -> int:
             _print_diagnostics(err.diagnostics, err.sources, "text", out=sys.stderr)
             failed += 1
             continue
-        if did_change:
-            changed.append(f)
-            if not args.check:
-                f.write_text(text, encoding="utf-8")
-    verb = "would reformat" if args.check else "reformatted"
+        if not did_change:
+            continue
+        changed.append(f)
+        if args.diff:
+            import difflib
+            old = f.read_text(encoding="utf-8")
+            sys.stdout.writelines(difflib.unified_diff(old.splitlines(keepends=True), text.splitlines(keepends=True),
+                                                       f"{f} (now)", f"{f} (formatted)"))
+        if write:
+            f.write_text(text, encoding="utf-8")
+    verb = "reformatted" if write else "would reformat"
     for f in changed:
         print(f"{verb} {f}", file=sys.stderr)
     if failed:
@@ -138,10 +144,28 @@ def cmd_fmt(args) -> int:
     return EXIT_INVALID if (args.check and changed) else EXIT_OK
 
 
+def _torch_missing(command: str) -> bool:
+    """True (after saying how to install it) when torch cannot be imported."""
+    try:
+        import torch  # noqa: F401
+    except (ImportError, OSError) as err:       # OSError: a torch build whose libraries fail to load
+        print(f"nnspec {command}: error: PyTorch is needed to {command}, but `import torch` failed "
+              f"({type(err).__name__}: {err}).\n  Install a torch build for this machine "
+              "(https://pytorch.org/get-started/locally/), e.g. `pip install torch`, then run the command again; "
+              "`validate`, `fmt` and `summary` work without torch.", file=sys.stderr)
+        return True
+    return False
+
+
 def cmd_train(args) -> int:
     spec, code = _load_or_report(args.spec, args.set, args)
     if spec is None:
         return code
+    if _torch_missing("train"):
+        return EXIT_INVALID
+    if args.out is not None and (problem := folder_problem(args.out, f"the run folder --out {args.out}")):
+        print(f"nnspec train: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:     # checked once here, then N workers
         from nnspec.cli.launch import launch, strip_nproc
         return launch(args.nproc, strip_nproc(args.argv))
@@ -171,8 +195,8 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     spec, code = _load_or_report(args.spec, args.set, args)
-    if spec is None:
-        return code
+    if spec is None or _torch_missing("eval"):
+        return code or EXIT_INVALID
     from nnspec.runtime.inference import evaluate
     result = evaluate(spec, args.weights, args.split)       # its errors carry their sources; main() prints them
     if args.json:
@@ -186,96 +210,48 @@ def cmd_eval(args) -> int:
 
 def cmd_predict(args) -> int:
     spec, code = _load_or_report(args.spec, args.set, args)
-    if spec is None:
-        return code
-    from nnspec.runtime.inference import predict
-    dest = predict(spec, args.weights, args.input, args.output)
+    if spec is None or _torch_missing("predict"):
+        return code or EXIT_INVALID
+    from nnspec.runtime.inference import default_output, predict
+    output = args.output or default_output(args.input)
+    if Path(args.input).is_file() and (problem := output_file_problem(output, args.input, args.force)):
+        print(f"nnspec predict: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    dest = predict(spec, args.weights, args.input, output)
     print(f"wrote {dest}", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_plugins(args) -> int:
     from nnspec.cli.plugins_view import show_plugins
-    return show_plugins(args.kind, check=args.check)
+    return show_plugins(args.kind, check=args.check, as_json=args.json)
 
 
-# --- parser ----------------------------------------------------------------------------------
+def cmd_completion(args) -> int:
+    from nnspec.cli.arguments import completion_script
+    sys.stdout.write(completion_script(_parser(), args.shell))
+    return EXIT_OK
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnspec", description="Declarative neural-network training for PyTorch.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
 
-    def add_set(q):
-        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a value, e.g. --set optimizer.lr=3e-4 --set train.epochs=5 --set model.width=64")
-        q.add_argument("--allow-outside-imports", action="store_true",
-                       help="allow `import` of files outside the spec's folder")
-
-    q = sub.add_parser("validate", help="check specs (names, arguments, shapes) without running anything")
-    q.add_argument("paths", nargs="+", metavar="PATH", help=".nn files or folders (searched recursively)")
-    q.add_argument("--format", choices=["text", "json", "github"], default="text")
-    q.add_argument("--strict", action="store_true", help="warnings fail too")
-    q.add_argument("--no-data", action="store_true",
-                   help="do not open the data files (for CI without the data); see docs/data.md")
-    add_set(q)
-    q.set_defaults(fn=cmd_validate)
-
-    q = sub.add_parser("summary", help="layers, output shapes, parameter counts and memory")
-    q.add_argument("spec", metavar="SPEC")
-    q.add_argument("--json", action="store_true", help="print JSON")
-    add_set(q)
-    q.set_defaults(fn=cmd_summary)
-
-    q = sub.add_parser("fmt", help="format specs canonically (keeps comments)")
-    q.add_argument("paths", nargs="+", metavar="PATH")
-    q.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
-    q.set_defaults(fn=cmd_fmt)
-
-    q = sub.add_parser("train", help="train the spec's model")
-    q.add_argument("spec", metavar="SPEC")
-    add_set(q)
-    q.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>)")
-    q.add_argument("--quiet", action="store_true", help="no progress output")
-    q.add_argument("--nproc", type=int, default=1, metavar="N",
-                   help="data-parallel training in N local processes (global batch = N × batch); "
-                        "for several machines use torchrun (see README)")
-    q.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
-                   help="continue a run exactly: PATH is a checkpoint or run folder; alone, the --out folder "
-                        "or the newest runs/<spec>-* folder (a corrupt checkpoint falls back to an older one)")
-    q.add_argument("--allow-changed-spec", action="store_true",
-                   help="resume even though the spec or --set values changed (e.g. more epochs)")
-    q.epilog = ("exit codes: 0 done, 1 spec or training error, 2 usage, 3 stopped by SIGINT/SIGTERM after "
-                "writing a checkpoint (the message shows the command that resumes), 130 second Ctrl-C")
-    q.set_defaults(fn=cmd_train)
-
-    q = sub.add_parser("eval", help="loss and metrics of trained weights on a split (default: test)")
-    q.add_argument("spec", metavar="SPEC")
-    q.add_argument("--weights", required=True, metavar="PATH", help="a run folder or its weights.safetensors")
-    q.add_argument("--split", choices=["train", "val", "test"], default="test")
-    q.add_argument("--json", action="store_true", help="print JSON")
-    add_set(q)
-    q.set_defaults(fn=cmd_eval)
-
-    q = sub.add_parser("predict", help="model outputs for new inputs (CSV with predictions, or NPY)")
-    q.add_argument("spec", metavar="SPEC")
-    q.add_argument("--weights", required=True, metavar="PATH", help="a run folder or its weights.safetensors")
-    q.add_argument("--input", required=True, metavar="FILE", help="inputs, one row per sample: .npy, .csv or .pt")
-    q.add_argument("--output", metavar="FILE", help="where to write (.csv or .npy; default INPUT.predictions.csv)")
-    add_set(q)
-    q.set_defaults(fn=cmd_predict)
-
-    q = sub.add_parser("plugins", help="list installed components and the distributions providing them")
-    q.add_argument("kind", nargs="?", help="layers, optimizers, schedules, losses, metrics, datasets, augmentations")
-    q.add_argument("--check", action="store_true", help="import every plugin and verify its declaration")
-    q.set_defaults(fn=cmd_plugins)
-    return p
+def _parser():
+    from nnspec.cli.arguments import build_parser
+    return build_parser({"validate": cmd_validate, "summary": cmd_summary, "fmt": cmd_fmt, "train": cmd_train,
+                         "eval": cmd_eval, "predict": cmd_predict, "plugins": cmd_plugins,
+                         "completion": cmd_completion})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)     # what `--nproc` workers re-run
+    saved = sys.stdout, sys.stderr
+    guard_streams()                 # a reader that goes away early never changes the exit code
+    try:
+        args = _parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)     # what `--nproc` workers re-run
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _run(args) -> int:
     try:
         return args.fn(args)
     except NnspecError as err:
@@ -284,8 +260,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return EXIT_OK
+    except OSError as err:           # the file system said no (a full disk, a permission): one line
+        where = f": {err.filename}" if err.filename else ""
+        print(f"nnspec {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return EXIT_INVALID
+    except PluginBuildError as err:
+        print(f"nnspec {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_INVALID
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import sys
 from nnspec.registry.catalog import KINDS, Catalog
 
 
-def show_plugins(kind: str | None, check: bool = False) -> int:
+def show_plugins(kind: str | None, check: bool = False, as_json: bool = False) -> int:
     if kind is not None and kind not in KINDS:
         from nnspec.errors import did_you_mean
         hint = did_you_mean(kind, KINDS) or "kinds: " + ", ".join(KINDS)
@@ -19,10 +19,16 @@ def show_plugins(kind: str | None, check: bool = False) -> int:
         failures.extend(errors)
         for c in components:
             rows.append((c.name, k, c.distribution, c.version, c.summary))
-    from rich.console import Console
+    if as_json:
+        import json
+        keys = ("name", "kind", "distribution", "version", "summary")
+        print(json.dumps({"components": [dict(zip(keys, row)) for row in rows],
+                          "errors": [str(err) for err in failures]}, indent=2))
+        return 1 if failures else 0
     from rich.markup import escape
     from rich.table import Table
-    console = Console()
+    from nnspec.cli.output import console as make_console
+    console = make_console()
     table = Table(show_lines=False)
     for col in ("name", "kind", "distribution", "version", "summary"):
         table.add_column(col, overflow="fold")

@@ -1,14 +1,14 @@
 """`nnspec summary` as a rich table, like Keras's model.summary()."""
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
 
 from nnspec.check.memory import human
 
 
 def print_summary(spec, summary: dict) -> None:
-    console = Console()
+    from nnspec.cli.output import console as make_console
+    console = make_console()
     table = Table(title=f"model {summary['name']}  (input {summary['input_shape']})", title_justify="left")
     table.add_column("layer", style="cyan")
     table.add_column("kind")

@@ -50,7 +50,7 @@ def build_model(model: ir.Model) -> nn.Module:
     """Instantiate every layer (each registry impl builds its own module) and wire the scopes."""
     layers: dict[str, nn.Module] = {}
     for layer in model.root.layers():
-        layers[layer.path] = layer.use.component.load()(layer.use.args, list(layer.inputs))
+        layers[layer.path] = layer.use.component.build(layer.use.args, list(layer.inputs))
     return _scope(model.root, layers)
 
 

@@ -52,9 +52,8 @@ def _layer(model: nn.Module, path: str) -> nn.Module:
 def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
     """The optimizer of a checked `optimizer` section over `model`'s trainable parameters."""
     groups = param_groups(cfg.groups, model)
-    factory = cfg.optimizer.component.load()
     try:
-        opt = factory(groups, cfg.optimizer.args)
+        opt = cfg.optimizer.component.build(groups, cfg.optimizer.args)
     except (ValueError, TypeError) as err:
         raise error("E905", f"cannot build optimizer `{cfg.optimizer.name}`: {err}", cfg.optimizer.span) from err
     for g in opt.param_groups:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable, Iterable, Mapping
 
+from nnspec.errors import NnspecError
 from nnspec.registry.types import CountRule, Param, ParamRule, ShapeRule
 
 KINDS = ("layers", "optimizers", "schedules", "losses", "metrics", "datasets", "augmentations")
@@ -65,16 +66,45 @@ class Component:
         return None
 
     def load(self) -> Any:
-        """Import and return the implementation (torch lives here, not in the declaration)."""
+        """Import and return the implementation (torch lives here, not in the declaration).
+        An implementation that does not import raises PluginBuildError naming the component."""
         if isinstance(self.impl, str):
             module, _, attr = self.impl.partition(":")
-            obj = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
+            try:
+                obj = importlib.import_module(module)
+                for part in attr.split("."):
+                    obj = getattr(obj, part)
+            except Exception as cause:        # a plugin's import can raise anything
+                raise PluginBuildError(self, "failed to import", cause) from cause
             return obj
         if self.impl is None:
             raise LookupError(f"{self.kind[:-1]} `{self.name}` declares no implementation")
         return self.impl
+
+    def build(self, *args: Any, **kwargs: Any) -> Any:
+        """`load()(*args, **kwargs)`. ValueError and TypeError (arguments the implementation
+        refuses) pass through for the caller to locate; anything else is a broken implementation
+        and raises PluginBuildError naming the component and its distribution."""
+        factory = self.load()
+        try:
+            return factory(*args, **kwargs)
+        except (ValueError, TypeError, NnspecError):       # refused arguments; nnspec's own located errors
+            raise
+        except Exception as cause:
+            raise PluginBuildError(self, "failed while being built", cause) from cause
+
+
+class PluginBuildError(Exception):
+    """A component's implementation failed to import or to build: a broken plugin (or nnspec
+    bug), not a mistake in the spec; says which component and distribution."""
+
+    def __init__(self, component: Component, what: str, cause: BaseException):
+        self.component, self.cause = component, cause
+        where = f" from {component.distribution} {component.version}".rstrip() if component.distribution else ""
+        impl = f" [{component.impl}]" if isinstance(component.impl, str) else ""
+        super().__init__(f"the implementation of {component.kind[:-1]} `{component.name}`{where}{impl} {what}: "
+                         f"{type(cause).__name__}: {cause} (reinstall or update that plugin; "
+                         f"`nnspec plugins --check` checks every plugin)")
 
 
 class PluginLoadError(Exception):

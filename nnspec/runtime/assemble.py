@@ -122,7 +122,7 @@ def assemble(spec: Spec, *, load_data: bool = True) -> Built:
     runtime = resolve(distributed.device_for(cfg.device), cfg.precision, cfg.span)
     from nnspec.lower.model import build_model
     model = build_model(spec.model).to(runtime.device)
-    loss = spec.loss.component.load()(spec.loss.args).to(runtime.device) if spec.loss is not None else None
+    loss = spec.loss.component.build(spec.loss.args).to(runtime.device) if spec.loss is not None else None
     classification, _ = targets_of(spec.model.output.shape, spec.loss, spec.metrics)
     data = _load_data(spec, classification) if (spec.data is not None and load_data) else None
     num_classes = data.num_classes if data is not None else None
@@ -132,7 +132,7 @@ def assemble(spec: Spec, *, load_data: bool = True) -> Built:
     for use in spec.metrics:
         try:
             key = use.name if use.name not in metrics else f"{use.name}_{len(metrics) + 1}"
-            metrics[key] = use.component.load()(use.args, num_classes=num_classes)
+            metrics[key] = use.component.build(use.args, num_classes=num_classes)
         except ValueError as err:
             raise error("E905", f"metric `{use.name}`: {err}", use.span) from err
 

@@ -110,11 +110,15 @@ def load_data(cfg: DataConfig, *, base_dir: str, seed: int, input_type: TensorTy
 # --- loading and validation -------------------------------------------------------------------
 
 def _load_parts(use: Use, ctx: DataContext) -> dict[str, Arrays]:
-    fn = use.component.load()
+    from nnspec.registry.catalog import PluginBuildError
     try:
-        out = fn(use.args, ctx)
-    except OSError as err:
-        raise DataError(f"dataset `{use.name}` could not be read: {err}") from err
+        out = use.component.build(use.args, ctx)
+    except PluginBuildError as err:       # a data problem the user can fix, or a broken implementation
+        if isinstance(err.cause, DataError):
+            raise err.cause from None
+        if isinstance(err.cause, OSError):
+            raise DataError(f"dataset `{use.name}` could not be read: {err.cause}") from err.cause
+        raise
     if isinstance(out, Arrays):
         out = {POOL: out}
     if not isinstance(out, Mapping) or not out:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +26,24 @@ def _flag_error(flag: str, value: str, message: str, hint: str | None = None) ->
 def _built_with_weights(spec: Spec, weights: str | os.PathLike):
     from safetensors import SafetensorError
     from nnspec.runtime.assemble import assemble, spec_errors
-    from nnspec.runtime.outputs import load_weights
+    from nnspec.runtime.outputs import load_checkpoint, load_weights
     path = Path(weights)
     if path.is_dir():
         path = path / "weights.safetensors"
     if not path.is_file():
         raise _flag_error("--weights", str(weights), f"no such weights file: {path}",
-                          "pass a run folder or its weights.safetensors")
+                          "pass a run folder, its weights.safetensors or one of its checkpoints/*.pt")
     with spec_errors(spec):
         built = assemble(spec)
     try:
-        load_weights(built.model, path, device=built.device)
-    except (SafetensorError, RuntimeError, OSError, ValueError) as err:
+        if path.suffix.lower() == ".pt":       # a checkpoint: tensors and plain data only (weights_only)
+            state = load_checkpoint(path, map_location=built.device)
+            if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+                raise ValueError("not an nnspec checkpoint (no model state)")
+            built.model.load_state_dict(state["model"], strict=True)
+        else:
+            load_weights(built.model, path, device=built.device)
+    except (SafetensorError, RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
         raise _flag_error("--weights", str(weights), f"these weights do not fit the spec's model: {err}"[:600],
                           "use the weights of a run of this spec (its run folder has spec.nn)") from None
     built.model.eval()
@@ -87,6 +94,12 @@ def _has_header(path: Path) -> bool:
         return True
 
 
+def default_output(inputs: str | os.PathLike) -> Path:
+    """Where predictions go without --output: INPUT.predictions.csv beside the input."""
+    src = Path(inputs)
+    return src.with_name(src.stem + ".predictions.csv")
+
+
 def predict(spec: Spec, weights: str | os.PathLike, inputs: str | os.PathLike,
             output: str | os.PathLike | None = None) -> Path:
     """Model outputs for every row of `inputs`; CSV (prediction + scores for classifiers) or NPY."""
@@ -98,9 +111,14 @@ def predict(spec: Spec, weights: str | os.PathLike, inputs: str | os.PathLike,
     x = _read_inputs(src)
     model_in = spec.model.input
     per_sample = int(np.prod(model_in.shape))
+    if x.ndim == 1 and x.size == per_sample and per_sample > 1:
+        raise _flag_error("--input", str(inputs), f"inputs of shape {list(x.shape)} are one flat vector: one sample "
+                          f"without its batch dimension", f"save it as one row of shape [1, {x.size}] (numpy: "
+                          f"x.reshape(1, -1); CSV: one line), or stack several samples as rows")
     if x.ndim < 1 or x.size % per_sample or (x.shape[1:] != model_in.shape and int(np.prod(x.shape[1:])) != per_sample):
         raise _flag_error("--input", str(inputs), f"inputs of shape {list(x.shape)} do not fit the model input "
-                          f"{list(model_in.shape)} (one row per sample)")
+                          f"{list(model_in.shape)} (one row per sample)",
+                          f"give an array of shape [N, {', '.join(map(str, model_in.shape))}]: one row per sample")
     dtype = torch.int64 if model_in.dtype == "long" else torch.float32
     xt = torch.as_tensor(x.reshape((-1, *model_in.shape))).to(dtype)
     if built.data is not None and model_in.dtype != "long":
@@ -110,7 +128,7 @@ def predict(spec: Spec, weights: str | os.PathLike, inputs: str | os.PathLike,
         for i in range(0, len(xt), 1024):
             outs.append(built.model(xt[i:i + 1024].to(built.device)).float().cpu())
     out = torch.cat(outs) if outs else torch.empty(0)
-    dest = Path(output) if output else src.with_name(src.stem + ".predictions.csv")
+    dest = Path(output) if output else default_output(src)
     if dest.suffix.lower() == ".npy":
         np.save(dest, out.numpy())
         return dest

@@ -40,7 +40,8 @@ def format_source(text: str, path: str = "<string>") -> str:
 
 def format_file(path: str | Path) -> tuple[str, bool]:
     """(canonical text, whether it differs from the file). Does not write: the caller decides."""
-    text = Path(path).read_text(encoding="utf-8")
+    from nnspec.encoding import decode_spec
+    text = decode_spec(Path(path).read_bytes(), str(path)).replace("\r\n", "\n").replace("\r", "\n")  # as read_text
     new = format_source(text, str(path))
     return new, new != text
 

@@ -89,7 +89,7 @@ def compose_augment(uses: Sequence, input_type: TensorType) -> Augment | None:
     if not uses:
         return None
     check_augment(uses, input_type)
-    steps = [use.component.load()(use.args) for use in uses]
+    steps = [use.component.build(use.args) for use in uses]
 
     def apply(x: Tensor, generator: torch.Generator) -> Tensor:
         for step in steps:

@@ -50,6 +50,14 @@ def csv(args, ctx: DataContext) -> dict[str, Arrays]:
 
 
 def _read_csv(path: str, shown: str, args) -> Arrays:
+    try:
+        return _read_csv_table(path, shown, args)
+    except UnicodeDecodeError:
+        from nnspec.encoding import HINT, not_utf8_message
+        raise DataError(not_utf8_message(path, shown), HINT) from None
+
+
+def _read_csv_table(path: str, shown: str, args) -> Arrays:
     names, _ = csv_head(path, shown, args)
     if names is not None:
         target_column(args.target, names, len(names), shown)      # a missing column first

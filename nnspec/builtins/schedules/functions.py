@@ -293,7 +293,6 @@ def build(uses: Sequence[Any], *, total_steps: int, steps_per_epoch: int) -> Sch
         if length is None and i < len(uses) - 1:
             raise ValueError(f"schedule `{use.component.name}` needs steps or epochs because another link follows it")
         span = length if length is not None else max(1, total_steps - start)
-        factory = use.component.load()
-        links.append((factory(use.args, total_steps=span, steps_per_epoch=steps_per_epoch), length))
+        links.append((use.component.build(use.args, total_steps=span, steps_per_epoch=steps_per_epoch), length))
         start += length or 0
     return links[0][0] if len(links) == 1 else chain(links)
