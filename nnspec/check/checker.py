@@ -16,7 +16,7 @@ from nnspec.errors import Diagnostic, Diagnostics, NnspecError, Span, did_you_me
 from nnspec.check.expressions import Scope, evaluate
 from nnspec.check.model_graph import GraphChecker
 from nnspec.limits import LIMITS
-from nnspec.syntax.parser import parse
+from nnspec.syntax.parser import decode_source, parse, strip_bom
 from nnspec.registry.catalog import Catalog
 from nnspec.check.sections import SECTIONS, SectionChecker
 
@@ -58,7 +58,7 @@ def check_file(path: str | Path, *, overrides: Sequence[str] | dict | None = Non
                        Span(shown, 1, 1, 1, 2), "a spec is a short text; split it into files joined with `import`")
         return CheckResult(shown, None, [d])
     try:
-        text = data.decode("utf-8")
+        text = decode_source(data)
     except UnicodeDecodeError as err:
         d = Diagnostic("error", "E002", f"{shown} is not UTF-8 text (byte {err.start})", Span(shown, 1, 1, 1, 2))
         return CheckResult(shown, None, [d])
@@ -69,6 +69,7 @@ def check_source(text: str, path: str = "<string>", *, overrides: Sequence[str] 
                  catalog: Catalog | None = None, allow_outside: bool = False) -> CheckResult:
     checker = _Checker(catalog or Catalog.default(), Path(path).resolve().parent if path != "<string>" else Path.cwd(),
                        allow_outside)
+    text = strip_bom(text)
     checker.sources[path] = text
     try:
         spec = checker.run(text, path, _override_list(overrides))
@@ -167,7 +168,7 @@ class _Checker:
                 if len(data) > LIMITS.max_file_bytes:
                     raise NnspecError(Diagnostic("error", "E600", "imported file is too large", item.span))
                 shown = str(target)
-                text = data.decode("utf-8")
+                text = decode_source(data)
                 self.sources[shown] = text
                 sub = parse(text, shown)
             except UnicodeDecodeError:

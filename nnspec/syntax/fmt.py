@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnspec.syntax import nodes as n
-from nnspec.syntax.parser import parse
+from nnspec.syntax.parser import parse, strip_bom
 
 LINE = 100      # longest chain / `then` line before it is broken
 INDENT = 4      # one nesting level
@@ -41,7 +41,7 @@ def format_source(text: str, path: str = "<string>") -> str:
 def format_file(path: str | Path) -> tuple[str, bool]:
     """(canonical text, whether it differs from the file). Does not write: the caller decides."""
     text = Path(path).read_text(encoding="utf-8")
-    new = format_source(text, str(path))
+    new = format_source(strip_bom(text), str(path))        # a byte order mark is dropped
     return new, new != text
 
 
