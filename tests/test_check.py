@@ -215,3 +215,13 @@ def test_consts_may_refer_forward_and_a_cycle_is_a_located_error():
     assert errors == [(1, 11, "E213", "consts refer to each other in a cycle: a → b → a")]
     errors = _errors("const a = a + 1\nmodel m {\n  input [4]\n  linear(a)\n}\n")
     assert errors == [(1, 11, "E213", "consts refer to each other in a cycle: a → a")]
+
+
+def test_a_const_set_on_the_command_line_is_used_and_model_parameters_are_located():
+    text = "const w = 4\nmodel m(width = 2) {\n  input [w]\n  linear(width)\n}\n"
+    spec = check_source(text, "t.nn", overrides=["w=7", "model.width=3", "model.width=5"]).spec
+    assert spec.model.input.shape == (7,) and spec.model.output.shape == (5,)
+    result = check_source(text, "t.nn", overrides=["model.widht=3"])
+    (d,) = [d for d in result.diagnostics if d.code == "E301"]
+    assert d.span.file == "--set model.widht=3" and (d.span.column, d.span.end_column) == (7, 18)
+    assert "did you mean `width`" in d.hint

@@ -42,7 +42,7 @@ def _parse_value(key: str, value: str) -> tuple[n.Expr, str, str]:
 def apply_overrides(module: n.Module, overrides: list[str]):
     diags: list[Diagnostic] = []
     sources: dict[str, str] = {}
-    model_params: dict[str, Any] = {}
+    model_args: list[n.Arg] = []
     items = list(module.items)
     for raw in overrides:
         key, eq, value = raw.partition("=")
@@ -66,8 +66,8 @@ def apply_overrides(module: n.Module, overrides: list[str]):
         if head == "model":
             if not rest:
                 diags.append(Diagnostic("error", "E803", "write --set model.PARAM=VALUE", key_span))
-            else:
-                model_params[rest] = _value_of(expr)
+            else:                              # a later --set of the same parameter wins
+                model_args = [a for a in model_args if a.name != rest] + [n.Arg(rest, expr, expr.span, key_span)]
             continue
         if head in SECTIONS:
             items = _set_section(items, head, rest, expr, key_span, diags)
@@ -80,13 +80,7 @@ def apply_overrides(module: n.Module, overrides: list[str]):
         diags.append(Diagnostic("error", "E804", f"cannot override `{key}`", key_span,
                                 did_you_mean(head, list(SECTIONS) + ["model"] + [c.name for c in consts])
                                 or "keys: model.PARAM, SECTION.KEY (e.g. train.epochs), SECTION=VALUE, or a const"))
-    return dataclasses.replace(module, items=tuple(items)), model_params, diags, sources
-
-
-def _value_of(expr: n.Expr):
-    """Model parameters are passed as already-evaluated values (no names in scope)."""
-    from nnspec.check.expressions import Scope, evaluate
-    return evaluate(expr, Scope())
+    return dataclasses.replace(module, items=tuple(items)), model_args, diags, sources
 
 
 def _set_section(items: list, head: str, rest: str, expr: n.Expr, span: Span, diags: list) -> list:
