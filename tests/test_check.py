@@ -107,6 +107,9 @@ def test_overrides_are_checked_and_located():
     assert spec.optimizer.optimizer.args.lr == pytest.approx(3e-4)
     assert spec.train.epochs == 5
     assert spec.model.root.layers().__next__().output.shape == (16,)
+    assert [(o.key, o.value, o.text) for o in spec.overrides][:1] == [("optimizer.lr", "3e-4", "--set optimizer.lr=3e-4")]
+    assert list(spec.sources) == [str(path)]            # the files; the --set lines are spec.overrides
+    assert "--set train.epochs=5" in spec.source_texts
     result = check_file(path, overrides=["optimizer.lr=-1", "trian.epochs=2"])
     errors = {d.code: d for d in result.diagnostics}
     assert errors["E304"].span.file == "--set optimizer.lr=-1"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from nnspec.syntax import nodes as n
-from nnspec.spec.settings import Spec
+from nnspec.spec.settings import Override, Spec
 from nnspec.errors import Diagnostic, Diagnostics, NnspecError, Span, did_you_mean
 from nnspec.check.expressions import Scope
 from nnspec.check.block_calls import check_params_declared_once
@@ -82,7 +82,7 @@ def check_source(text: str, path: str = "<string>", *, overrides: Sequence[str] 
     diags = _dedupe(checker.diags)
     if any(d.severity == "error" for d in diags):
         spec = None
-    return CheckResult(path, spec, diags, dict(checker.sources))
+    return CheckResult(path, spec, diags, checker.source_texts())
 
 
 def _override_list(overrides) -> list[str]:
@@ -119,7 +119,8 @@ class _Checker:
         self.root = root
         self.allow_outside = allow_outside
         self.diags = Diagnostics()
-        self.sources: dict[str, str] = {}
+        self.sources: dict[str, str] = {}          # every file read
+        self.overrides: tuple[Override, ...] = ()
         self.modules: list[n.Module] = []
         self.loaded: set[Path] = set()
 
@@ -194,10 +195,14 @@ class _Checker:
         if not overrides:
             self.model_args: list[n.Arg] = []
             return main
-        main, self.model_args, diags, sources = apply_overrides(main, overrides)
+        main, self.model_args, diags, given = apply_overrides(main, overrides)
         self.diags.extend(diags)
-        self.sources.update(sources)
+        self.overrides = tuple(given)
         return main
+
+    def source_texts(self) -> dict[str, str]:
+        """The files and the --set pseudo-files: every text a diagnostic can point into."""
+        return {**self.sources, **{o.text: o.text for o in self.overrides}}
 
     # --- the whole spec -----------------------------------------------------------------------
 
@@ -288,10 +293,12 @@ class _Checker:
         return out
 
     def _spec(self, main: n.Module, model, settings: dict[str, Any]) -> Spec:
-        digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(self.sources.items())).encode()).hexdigest()
+        digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(self.source_texts().items())).encode()
+                                ).hexdigest()
         base = str(Path(main.path).resolve().parent) if main.path != "<string>" else str(self.root)
         return Spec(main.path, model, settings["data"], settings["loss"], settings["metrics"], settings["optimizer"],
-                    settings["schedule"], settings["train"], settings["requires"], dict(self.sources), digest, base)
+                    settings["schedule"], settings["train"], settings["requires"], dict(self.sources), digest, base,
+                    self.overrides)
 
     def _check_memory(self, model, optimizer, main) -> None:
         from nnspec.check.memory import human, physical_memory

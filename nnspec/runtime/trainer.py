@@ -40,8 +40,8 @@ from nnspec.runtime import distributed
 from nnspec.runtime.assemble import Built, assemble, require_trainable, spec_errors
 from nnspec.runtime.batching import mix_seed
 from nnspec.runtime.evaluation import evaluate_split, preflight
-from nnspec.runtime.resume import rng_state
-from nnspec.runtime.outputs import RunDir, default_run_dir, overrides_of
+from nnspec.runtime.resume import rng_state, spec_record
+from nnspec.runtime.outputs import RunDir, default_run_dir
 from nnspec.runtime.progress import Progress, make_progress
 
 _AUGMENT_TAG = 0xA06
@@ -192,8 +192,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
                 "partial_epoch": {"loss_total": loss_total, "loss_count": loss_count, "samples": samples,
                                   "last_finite": last_finite}
                 if batch else None,
-                "norm": data.norm, "spec": {"path": spec.path, "digest": spec.digest, "sources": dict(spec.sources),
-                                            "overrides": overrides_of(spec)}}
+                "norm": data.norm, "spec": spec_record(spec)}
 
     def set_lr(at: int) -> None:
         for g in groups:
