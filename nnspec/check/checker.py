@@ -121,6 +121,7 @@ class _Checker:
         self.diags = Diagnostics()
         self.sources: dict[str, str] = {}          # every file read
         self.overrides: tuple[Override, ...] = ()
+        self.model_args: list[n.Arg] = []          # --set model.PARAM=VALUE, as arguments of the model
         self.modules: list[n.Module] = []
         self.loaded: set[Path] = set()
 
@@ -193,7 +194,6 @@ class _Checker:
     def _apply_overrides(self, main: n.Module, overrides: list[str]) -> n.Module:
         from nnspec.check.overrides import apply_overrides
         if not overrides:
-            self.model_args: list[n.Arg] = []
             return main
         main, self.model_args, diags, given = apply_overrides(main, overrides)
         self.diags.extend(diags)
@@ -214,15 +214,19 @@ class _Checker:
         models = [i for i in main.items if isinstance(i, n.GraphDef) and i.kind == "model"]
         model = self._model(main, models, sections, blocks, graph)
         settings = self._settings(sections, names)
+        self._cross_checks(main, model, settings)
+        if self.diags.has_errors or (models and model is None):
+            return None
+        return self._spec(main, model, settings)
+
+    def _cross_checks(self, main: n.Module, model, settings: dict[str, Any]) -> None:
+        """Rules between parts: the monitored metric, optimizer capabilities, group selectors, memory."""
         self._check_monitor(settings["train"], settings["metrics"])
         self._check_capabilities(settings["optimizer"], settings["train"])
         if model is not None and settings["optimizer"] is not None:
             self._check_groups(settings["optimizer"], model)
         if model is not None:
             self._check_memory(model, settings["optimizer"], main)
-        if self.diags.has_errors or (models and model is None):
-            return None
-        return self._spec(main, model, settings)
 
     def _definitions(self) -> tuple[Scope, dict[str, n.GraphDef]]:
         """Every file's consts (evaluated, dependencies first) and blocks; each name defined once."""
@@ -232,19 +236,21 @@ class _Checker:
             for item in module.items:
                 if isinstance(item, n.GraphDef):
                     check_params_declared_once(item, self.diags)
-                defined = consts if isinstance(item, n.Const) else blocks if isinstance(item, n.GraphDef) and \
-                    item.kind == "block" else None
-                if defined is None:
-                    continue
-                if item.name in defined:
-                    first = defined[item.name].name_span
-                    self.diags.error("E209", f"{'const' if defined is consts else 'block'} `{item.name}` is defined "
-                                     "twice", item.name_span, f"first defined at {first.file}:{first.line}")
-                    continue
-                defined[item.name] = item
+                if isinstance(item, n.Const):
+                    self._define_once(consts, "const", item)
+                elif isinstance(item, n.GraphDef) and item.kind == "block":
+                    self._define_once(blocks, "block", item)
         names = Scope()
         evaluate_consts(list(consts.values()), names, self.diags)
         return names, blocks
+
+    def _define_once(self, defined: dict, kind: str, item) -> None:
+        if item.name in defined:
+            first = defined[item.name].name_span
+            self.diags.error("E209", f"{kind} `{item.name}` is defined twice", item.name_span,
+                             f"first defined at {first.file}:{first.line}")
+        else:
+            defined[item.name] = item
 
     def _sections(self, main: n.Module) -> dict[str, n.Setting]:
         sections: dict[str, n.Setting] = {}

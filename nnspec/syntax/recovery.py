@@ -125,16 +125,20 @@ def _brackets(text: str, stop: int | None = None) -> tuple[list[int], list[int]]
     unclosed); a stray closer, with no opener of its kind, is left to the parser."""
     stack: list[int] = []
     closed_over: list[int] = []
+    open_of = {closer: 0 for closer in _CLOSING.values()}    # open brackets of each kind, by closer
     for at, ch in _code_chars(text):
         if stop is not None and at >= stop:
             break
         if ch in _CLOSING:
             stack.append(at)
-        elif ch != "\n":
-            depth = next((d for d in range(len(stack) - 1, -1, -1) if _CLOSING[text[stack[d]]] == ch), None)
-            if depth is not None:
-                closed_over += stack[depth + 1:]
-                del stack[depth:]
+            open_of[_CLOSING[ch]] += 1
+        elif ch != "\n" and open_of[ch]:                    # pop down to the nearest opener of its kind
+            while True:
+                opener = stack.pop()
+                open_of[_CLOSING[text[opener]]] -= 1
+                if _CLOSING[text[opener]] == ch:
+                    break
+                closed_over.append(opener)
     return stack, closed_over
 
 
@@ -171,18 +175,19 @@ def _unclosed_diagnostic(first: Diagnostic, path: str, text: str) -> Diagnostic 
 def _top_level_starts(text: str) -> list[int]:
     """Offsets of lines that begin a top-level item: a name in the first column, outside every
     bracket, string and comment (and not `then`, which continues a schedule)."""
-    starts, depth = [], 0
-    line_starts = [0] + [at + 1 for at, ch in _code_chars(text) if ch == "\n"]
-    events = iter(_code_chars(text))
-    pending = next(events, None)
-    for begin in line_starts:
-        while pending is not None and pending[0] < begin:
-            ch = pending[1]
-            depth = depth + 1 if ch in _CLOSING else max(0, depth - 1) if ch != "\n" else depth
-            pending = next(events, None)
-        ch = text[begin] if begin < len(text) else ""
-        if depth == 0 and (ch.isalpha() or ch == "_") and not text.startswith("then", begin):
-            starts.append(begin)
+    def begins_item(at: int) -> bool:
+        ch = text[at:at + 1]
+        return (ch.isalpha() or ch == "_") and not text.startswith("then", at)
+
+    starts, depth = [0] if begins_item(0) else [], 0
+    for at, ch in _code_chars(text):
+        if ch == "\n":
+            if depth == 0 and begins_item(at + 1):
+                starts.append(at + 1)
+        elif ch in _CLOSING:
+            depth += 1
+        else:
+            depth = max(0, depth - 1)
     return starts
 
 
