@@ -43,9 +43,9 @@ def bind(params: Sequence[Param], positional: Sequence[Any], keyword: Sequence[t
             errors.append(BindError("E301", f"`{label}` has no argument `{name}`", hint, name, None, k))
             continue
         if name in values:
-            first = "by position" if name not in keyword_at else "before"
-            errors.append(BindError("E303", f"argument `{name}` of `{label}` given twice", f"`{name}` is given "
-                                    f"{first}; remove one of them", name, by_name[name], k))
+            first = "by position" if name not in keyword_at else "earlier in this call"
+            errors.append(BindError("E303", f"argument `{name}` of `{label}` given twice",
+                                    f"`{name}` is already given {first}; keep one", name, by_name[name], k))
             continue
         values[name] = (value, name)
         keyword_at[name] = k
