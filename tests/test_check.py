@@ -107,6 +107,9 @@ def test_overrides_are_checked_and_located():
     assert spec.optimizer.optimizer.args.lr == pytest.approx(3e-4)
     assert spec.train.epochs == 5
     assert spec.model.root.layers().__next__().output.shape == (16,)
+    assert [(o.key, o.value, o.text) for o in spec.overrides][:1] == [("optimizer.lr", "3e-4", "--set optimizer.lr=3e-4")]
+    assert list(spec.sources) == [str(path)]            # the files; the --set lines are spec.overrides
+    assert "--set train.epochs=5" in spec.source_texts
     result = check_file(path, overrides=["optimizer.lr=-1", "trian.epochs=2"])
     errors = {d.code: d for d in result.diagnostics}
     assert errors["E304"].span.file == "--set optimizer.lr=-1"
@@ -166,3 +169,62 @@ def test_capability_flags_rule_out_compile_and_fp16_for_second_order_optimizers(
     result = check_source(text, catalog=catalog)
     assert [(d.code, d.span.line) for d in result.diagnostics] == [("E531", 5), ("E531", 5)]
     assert check_source(text.replace("compile true; precision fp16", "precision bf16"), catalog=catalog).ok
+
+
+def _errors(text: str):
+    return [(d.span.line, d.span.column, d.code, d.message) for d in check_source(text, "t.nn").diagnostics
+            if d.severity == "error"]
+
+
+def test_a_byte_order_mark_is_ignored_in_specs_and_imports(tmp_path):
+    (tmp_path / "lib.nn").write_bytes("\ufeffblock b {\n    linaer(2)\n}\n".encode())
+    main = tmp_path / "main.nn"
+    main.write_bytes('\ufeffimport "lib.nn"\nmodel m {\n    input [4]\n    b -> relu -> lienar(2)\n}\n'.encode())
+    result = check_file(main)
+    got = sorted((Path(d.span.file).name, d.span.line, d.span.column, d.code) for d in result.diagnostics
+                 if d.severity == "error")
+    assert got == [("lib.nn", 2, 5, "E201"), ("main.nn", 4, 18, "E201")]
+    assert not result.sources[str(main)].startswith("\ufeff")
+
+
+def test_an_undefined_name_in_a_const_is_reported_inside_the_const():
+    errors = _errors("const width = widht\nmodel m {\n  input [4]\n  linear(width)\n}\n")
+    assert errors == [(1, 15, "E202", "`widht` is not defined")]
+
+
+def test_a_misspelt_block_argument_is_underlined():
+    text = "block basic(channels) {\n  linear(channels)\n}\nmodel m {\n  input [4]\n  basic(chanels = 64)\n}\n"
+    result = check_source(text, "t.nn")
+    unknown = next(d for d in result.diagnostics if d.code == "E301")
+    assert (unknown.span.line, unknown.span.column, unknown.span.end_column) == (6, 9, 16)
+    assert "did you mean `channels`" in unknown.hint
+
+
+def test_a_repeated_keyword_argument_is_reported_at_the_repeat():
+    errors = _errors("model m {\n  input [4]\n  linear(64, bias = true, bias = false)\n}\n")
+    assert errors == [(3, 27, "E303", "argument `bias` of `linear` given twice")]
+    text = "block b(w) {\n  linear(w)\n}\nmodel m {\n  input [4]\n  b(w = 2, w = 3)\n}\n"
+    assert _errors(text) == [(6, 12, "E303", "argument `w` of `b` given twice")]
+
+
+def test_a_parameter_declared_twice_is_refused_at_the_second():
+    errors = _errors("block unit(width, width) {\n  linear(width)\n}\nmodel m {\n  input [4]\n  unit(3)\n}\n")
+    assert errors[0][:3] == (1, 19, "E209") and "`width`" in errors[0][3]
+
+
+def test_consts_may_refer_forward_and_a_cycle_is_a_located_error():
+    assert check_source("const a = b * 2\nconst b = 3\nmodel m {\n  input [4]\n  linear(a)\n}\n").ok
+    errors = _errors("const a = b\nconst b = a\nmodel m {\n  input [4]\n  linear(a)\n}\n")
+    assert errors == [(1, 11, "E213", "consts refer to each other in a cycle: a → b → a")]
+    errors = _errors("const a = a + 1\nmodel m {\n  input [4]\n  linear(a)\n}\n")
+    assert errors == [(1, 11, "E213", "consts refer to each other in a cycle: a → a")]
+
+
+def test_a_const_set_on_the_command_line_is_used_and_model_parameters_are_located():
+    text = "const w = 4\nmodel m(width = 2) {\n  input [w]\n  linear(width)\n}\n"
+    spec = check_source(text, "t.nn", overrides=["w=7", "model.width=3", "model.width=5"]).spec
+    assert spec.model.input.shape == (7,) and spec.model.output.shape == (5,)
+    result = check_source(text, "t.nn", overrides=["model.widht=3"])
+    (d,) = [d for d in result.diagnostics if d.code == "E301"]
+    assert d.span.file == "--set model.widht=3" and (d.span.column, d.span.end_column) == (7, 18)
+    assert "did you mean `width`" in d.hint

@@ -82,6 +82,8 @@ def test_format_file(tmp_path):
     p.write_text("train {\n    epochs 3\n}\n", encoding="utf-8")
     assert format_file(str(p)) == ("train {\n    epochs 3\n}\n", False)
     assert p.read_text(encoding="utf-8") == "train {\n    epochs 3\n}\n"     # never writes
+    p.write_bytes("\ufefftrain {\n    epochs 3  # three\n}\n".encode())      # a byte order mark is dropped
+    assert format_file(p) == ("train {\n    epochs 3  # three\n}\n", True)
 
 
 @pytest.mark.parametrize("bad", ["model m {", "train { epochs 3 ", 'import "\\q"', "const x = 1e999", "a -> b"])

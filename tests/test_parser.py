@@ -68,7 +68,7 @@ def test_graph_constructs():
     ("const a =\n", "E100", 2, 1, "missing value"),
     ('data csv(path = "x) {}', "E102", 1, 17, "unterminated string"),
     ("model m { relu $ }", "E101", 1, 16, "unexpected character"),
-    ("model m {\n  relu\n", "E100", 3, 1, "end of file"),
+    ("model m {\n  relu\n  linear(2\n", "E105", 3, 9, "`(` opened here is never closed"),
     ("const x = 1e999", "E104", 1, 11, "out-of-range"),
     ('const s = "\\q"', "E103", 1, 11, "unknown escape"),
 ])
@@ -121,3 +121,33 @@ def test_no_restart_after_an_unclosed_bracket_or_inside_an_unindented_body():
     assert len(errors_of(unclosed)) == 1
     unindented = 'model m {\ninput [4]\nlinear(3) ->\n}\nloss cross_entropy\n'
     assert [d.span.line for d in errors_of(unindented)] == [4]
+
+
+@pytest.mark.parametrize("text,line,col,bracket", [
+    ("const a = (1 + 2\nconst b = 3\n", 1, 11, "("),
+    ("const a = [1, 2\n\nmodel m {\n  input [4]\n}\n", 1, 11, "["),
+    ("model m {\n  input [4]\n  linear(2)\n\nloss cross_entropy\n", 1, 9, "{"),
+    ("model m {\n  relu\n", 1, 9, "{"),
+    ("model m {\n    input [4]\n    linear(3 -> relu\n}\n", 3, 11, "("),
+    ("loss f(1, [2, 3)\n", 1, 11, "["),
+])
+def test_an_unclosed_bracket_is_reported_where_it_was_opened(text, line, col, bracket):
+    diags = errors_of(text)
+    assert (diags[0].code, diags[0].span.line, diags[0].span.column) == ("E105", line, col)
+    assert diags[0].message == f"`{bracket}` opened here is never closed"
+    assert diags[0].hint and {"(": ")", "[": "]", "{": "}"}[bracket] in diags[0].hint
+
+
+def test_a_closed_bracket_with_a_mistake_inside_is_not_called_unclosed():
+    (d,) = errors_of("loss f(1\n = 2)\n")
+    assert d.code == "E100" and d.span.line == 2
+    (d,) = errors_of("model m {\ninput [4]\n-> relu\n}\n")
+    assert d.code == "E100" and (d.span.line, d.span.column) == (3, 1)
+
+
+def test_a_byte_order_mark_is_ignored_and_columns_stay_right():
+    module = parse("\ufeffconst a = 1\n", "t.nn")
+    (const,) = module.items
+    assert (const.name_span.line, const.name_span.column) == (1, 7)
+    (d,) = errors_of("\ufeffmodel m { relu $ }")
+    assert (d.code, d.span.line, d.span.column) == ("E101", 1, 16)

@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from nnspec.syntax import nodes as n
-from nnspec.spec.settings import Spec
+from nnspec.spec.settings import Override, Spec
 from nnspec.errors import Diagnostic, Diagnostics, NnspecError, Span, did_you_mean
-from nnspec.encoding import HINT, decode_spec, position
-from nnspec.check.expressions import Scope, evaluate
+from nnspec.check.expressions import Scope
+from nnspec.check.block_calls import check_params_declared_once
+from nnspec.check.consts import evaluate_consts
 from nnspec.check.model_graph import GraphChecker
 from nnspec.limits import LIMITS
 from nnspec.syntax.parser import parse
-from nnspec.registry.catalog import Catalog
+from nnspec.syntax.source_text import HINT, decode_spec, position, strip_bom
 from nnspec.check.param_groups import resolve_groups
+from nnspec.registry.catalog import Catalog
 from nnspec.check.sections import SECTIONS, SectionChecker
 
 
@@ -74,6 +76,7 @@ def check_source(text: str, path: str = "<string>", *, overrides: Sequence[str] 
                  catalog: Catalog | None = None, allow_outside: bool = False, open_data: bool = True) -> CheckResult:
     checker = _Checker(catalog or Catalog.default(), Path(path).resolve().parent if path != "<string>" else Path.cwd(),
                        allow_outside, open_data)
+    text = strip_bom(text)
     checker.sources[path] = text
     try:
         spec = checker.run(text, path, _override_list(overrides))
@@ -84,7 +87,7 @@ def check_source(text: str, path: str = "<string>", *, overrides: Sequence[str] 
     diags = _dedupe(checker.diags)
     if any(d.severity == "error" for d in diags):
         spec = None
-    return CheckResult(path, spec, diags, dict(checker.sources))
+    return CheckResult(path, spec, diags, checker.source_texts())
 
 
 def _override_list(overrides) -> list[str]:
@@ -121,7 +124,9 @@ class _Checker:
         self.root = root
         self.allow_outside = allow_outside
         self.diags = Diagnostics()
-        self.sources: dict[str, str] = {}
+        self.sources: dict[str, str] = {}          # every file read
+        self.overrides: tuple[Override, ...] = ()
+        self.model_args: list[n.Arg] = []          # --set model.PARAM=VALUE, as arguments of the model
         self.modules: list[n.Module] = []
         self.loaded: set[Path] = set()
         self.open_data = open_data          # read the data files' headers (validate --no-data: no)
@@ -131,8 +136,8 @@ class _Checker:
     def run(self, text: str, path: str, overrides: list[str]) -> Spec | None:
         main = parse(text, path)
         self._imports(main, [Path(path).resolve()] if path != "<string>" else [])
+        main = self._apply_overrides(main, overrides)      # consts set by --set are read from here
         self.modules.append(main)
-        main = self._apply_overrides(main, overrides)
         return self._check(main)
 
     def _imports(self, module: n.Module, stack: list[Path]) -> None:
@@ -173,7 +178,7 @@ class _Checker:
                 if len(data) > LIMITS.max_file_bytes:
                     raise NnspecError(Diagnostic("error", "E600", "imported file is too large", item.span))
                 shown = str(target)
-                text = data.decode("utf-8")
+                text = strip_bom(data.decode("utf-8"))
                 self.sources[shown] = text
                 sub = parse(text, shown)
             except UnicodeDecodeError as err:
@@ -197,91 +202,125 @@ class _Checker:
     def _apply_overrides(self, main: n.Module, overrides: list[str]) -> n.Module:
         from nnspec.check.overrides import apply_overrides
         if not overrides:
-            self.model_params: dict[str, Any] = {}
             return main
-        main, self.model_params, diags, sources = apply_overrides(main, overrides)
+        main, self.model_args, diags, given = apply_overrides(main, overrides)
         self.diags.extend(diags)
-        self.sources.update(sources)
+        self.overrides = tuple(given)
         return main
+
+    def source_texts(self) -> dict[str, str]:
+        """The files and the --set pseudo-files: every text a diagnostic can point into."""
+        return {**self.sources, **{o.text: o.text for o in self.overrides}}
 
     # --- the whole spec -----------------------------------------------------------------------
 
     def _check(self, main: n.Module) -> Spec | None:
-        names = Scope()
+        """The passes, in order; each reports what it finds and the later ones still run."""
+        names, blocks = self._definitions()
+        graph = GraphChecker(self.catalog, self.diags, blocks, names)
+        sections = self._sections(main)
+        models = [i for i in main.items if isinstance(i, n.GraphDef) and i.kind == "model"]
+        model = self._model(main, models, sections, blocks, graph)
+        settings = self._settings(sections, names)
+        self._cross_checks(main, model, settings)
+        if self.diags.has_errors or (models and model is None):
+            return None
+        return self._spec(main, model, settings)
+
+    def _cross_checks(self, main: n.Module, model, settings: dict[str, Any]) -> None:
+        """Rules between parts: the monitored metric, optimizer capabilities, group selectors (resolved
+        to parameter paths), the data files against the model and loss, memory."""
+        self._check_monitor(settings["train"], settings["metrics"])
+        self._check_capabilities(settings["optimizer"], settings["train"])
+        if model is not None and settings["optimizer"] is not None:
+            settings["optimizer"] = resolve_groups(settings["optimizer"], model, self.diags)
+        if settings["data"] is not None:
+            from nnspec.check.data_files import check_data
+            check_data(settings["data"], model, settings["loss"], settings["metrics"], self._base_dir(main),
+                       self.diags, open_data=self.open_data)
+        if model is not None:
+            self._check_memory(model, settings["optimizer"], main)
+
+    def _definitions(self) -> tuple[Scope, dict[str, n.GraphDef]]:
+        """Every file's consts (evaluated, dependencies first) and blocks; each name defined once."""
+        consts: dict[str, n.Const] = {}
         blocks: dict[str, n.GraphDef] = {}
-        consts_at: dict[str, Span] = {}
         for module in self.modules:
             for item in module.items:
+                if isinstance(item, n.GraphDef):
+                    check_params_declared_once(item, self.diags)
                 if isinstance(item, n.Const):
-                    if item.name in consts_at:
-                        first = consts_at[item.name]
-                        self.diags.error("E209", f"const `{item.name}` is defined twice", item.name_span,
-                                         f"first defined at {first.file}:{first.line}")
-                        continue
-                    consts_at[item.name] = item.name_span
-                    try:
-                        names.values[item.name] = evaluate(item.value, names)
-                    except NnspecError as err:
-                        self.diags.extend(err.diagnostics)
+                    self._define_once(consts, "const", item)
                 elif isinstance(item, n.GraphDef) and item.kind == "block":
-                    if item.name in blocks:
-                        first = blocks[item.name].name_span
-                        self.diags.error("E209", f"block `{item.name}` is defined twice", item.name_span,
-                                         f"first defined at {first.file}:{first.line}")
-                        continue
-                    blocks[item.name] = item
-        graph = GraphChecker(self.catalog, self.diags, blocks, names)
-        models = [i for i in main.items if isinstance(i, n.GraphDef) and i.kind == "model"]
+                    self._define_once(blocks, "block", item)
+        names = Scope()
+        evaluate_consts(list(consts.values()), names, self.diags)
+        return names, blocks
+
+    def _define_once(self, defined: dict, kind: str, item) -> None:
+        if item.name in defined:
+            first = defined[item.name].name_span
+            self.diags.error("E209", f"{kind} `{item.name}` is defined twice", item.name_span,
+                             f"first defined at {first.file}:{first.line}")
+        else:
+            defined[item.name] = item
+
+    def _sections(self, main: n.Module) -> dict[str, n.Setting]:
         sections: dict[str, n.Setting] = {}
         for item in main.items:
-            if isinstance(item, n.Setting):
-                if item.name not in SECTIONS:
-                    self.diags.error("E500", f"unknown section `{item.name}`", item.name_span,
-                                     did_you_mean(item.name, SECTIONS) or "sections: " + ", ".join(SECTIONS))
-                elif item.name in sections:
-                    self.diags.error("E502", f"section `{item.name}` appears twice", item.name_span,
-                                     f"first at line {sections[item.name].span.line}")
-                else:
-                    sections[item.name] = item
+            if not isinstance(item, n.Setting):
+                continue
+            if item.name not in SECTIONS:
+                self.diags.error("E500", f"unknown section `{item.name}`", item.name_span,
+                                 did_you_mean(item.name, SECTIONS) or "sections: " + ", ".join(SECTIONS))
+            elif item.name in sections:
+                self.diags.error("E502", f"section `{item.name}` appears twice", item.name_span,
+                                 f"first at line {sections[item.name].span.line}")
+            else:
+                sections[item.name] = item
+        return sections
+
+    def _model(self, main: n.Module, models: list[n.GraphDef], sections: dict[str, n.Setting],
+               blocks: dict[str, n.GraphDef], graph: GraphChecker):
+        """The model graph IR (None without a model or after an error in it); unused blocks warned of."""
         for extra in models[1:]:
             self.diags.error("E520", "a spec has one model", extra.name_span,
                              "move other models to their own files; share blocks with `import`")
-        model = graph.check_model(models[0], self.model_params) if models else None
         if not models:
-            if self.model_params:
+            if self.model_args:
                 self.diags.error("E521", "--set model.* given but the spec has no model", Span.unknown(main.path))
             if sections:
                 first = next(iter(sections.values()))
                 self.diags.error("E521", "the spec has settings but no `model`", first.name_span,
                                  "add `model name { input [...] ... }`")
             self._names_only(blocks, graph)
-        else:
-            for name, b in blocks.items():
-                if name not in graph.used_blocks and b.span.file == main.path:
-                    self.diags.warning("W101", f"block `{name}` is never used", b.name_span)
-        sc = SectionChecker(self.catalog, self.diags, names)
-        data = sc.data(sections["data"]) if "data" in sections else None
-        loss = sc.loss(sections["loss"]) if "loss" in sections else None
-        metrics = sc.metrics(sections["metrics"]) if "metrics" in sections else ()
-        optimizer = sc.optimizer(sections["optimizer"]) if "optimizer" in sections else None
-        schedule = sc.schedule(sections["schedule"]) if "schedule" in sections else None
-        train = sc.train(sections.get("train"))
-        requires = sc.requires(sections["requires"]) if "requires" in sections else ()
-        base_dir = str(Path(main.path).resolve().parent) if main.path != "<string>" else str(self.root)
-        if data is not None:
-            from nnspec.check.data_files import check_data
-            check_data(data, model, loss, metrics, base_dir, self.diags, open_data=self.open_data)
-        self._check_monitor(train, metrics)
-        self._check_capabilities(optimizer, train)
-        if model is not None and optimizer is not None:
-            optimizer = resolve_groups(optimizer, model, self.diags)
-        if model is not None:
-            self._check_memory(model, optimizer, main)
-        digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(self.sources.items())).encode()).hexdigest()
-        if self.diags.has_errors or (models and model is None):
             return None
-        return Spec(main.path, model, data, loss, metrics, optimizer, schedule, train, requires,
-                    dict(self.sources), digest, base_dir)
+        model = graph.check_model(models[0], self.model_args)
+        for name, b in blocks.items():
+            if name not in graph.used_blocks and b.span.file == main.path:
+                self.diags.warning("W101", f"block `{name}` is never used", b.name_span)
+        return model
+
+    def _settings(self, sections: dict[str, n.Setting], names: Scope) -> dict[str, Any]:
+        """Each settings section checked into its spec part (None, or () for lists, when absent)."""
+        sc = SectionChecker(self.catalog, self.diags, names)
+        out: dict[str, Any] = {"metrics": (), "requires": ()}
+        for name in ("data", "loss", "metrics", "optimizer", "schedule", "train", "requires"):
+            out.setdefault(name, None)
+            if name in sections or name == "train":        # train has defaults for everything
+                out[name] = getattr(sc, name)(sections.get(name))
+        return out
+
+    def _spec(self, main: n.Module, model, settings: dict[str, Any]) -> Spec:
+        digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(self.source_texts().items())).encode()
+                                ).hexdigest()
+        return Spec(main.path, model, settings["data"], settings["loss"], settings["metrics"], settings["optimizer"],
+                    settings["schedule"], settings["train"], settings["requires"], dict(self.sources), digest,
+                    self._base_dir(main), self.overrides)
+
+    def _base_dir(self, main: n.Module) -> str:
+        """The folder relative data paths start from."""
+        return str(Path(main.path).resolve().parent) if main.path != "<string>" else str(self.root)
 
     def _check_memory(self, model, optimizer, main) -> None:
         from nnspec.check.memory import human, physical_memory

@@ -16,6 +16,18 @@ class Scope:
     def __init__(self, values: Mapping[str, Any] | None = None, parent: "Scope | None" = None):
         self.values = dict(values or {})
         self.parent = parent
+        self.failed: set[str] = set()      # consts whose definition was already reported as wrong
+
+    def has_failed(self, name: str) -> bool:
+        """Whether `name` is a const whose definition failed (with an error already reported)."""
+        scope: Scope | None = self
+        while scope is not None:
+            if name in scope.values:
+                return False
+            if name in scope.failed:
+                return True
+            scope = scope.parent
+        return False
 
     def lookup(self, name: str) -> tuple[bool, Any]:
         scope: Scope | None = self
@@ -70,7 +82,9 @@ def evaluate(expr: n.Expr, scope: Scope) -> Any:
         return _check_size(expr.value, expr)
     if isinstance(expr, n.Name):
         found, value = scope.lookup(expr.name)
-        return value if found else Symbol(expr.name)
+        if not found and scope.has_failed(expr.name):
+            raise NnspecError([])     # its definition's error is the one to fix; nothing more to say here
+        return value if found else Symbol(expr.name, expr.span)
     if isinstance(expr, n.ListExpr):
         if len(expr.items) > LIMITS.max_list:
             raise _fail("E602", f"list has {len(expr.items)} items (limit {LIMITS.max_list})", expr)

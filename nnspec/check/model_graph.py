@@ -8,72 +8,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
-from nnspec.spec import model as ir
-from nnspec.syntax import nodes as n
-from nnspec.registry.binding import bind
-from nnspec.check.resolve import bind_args, lookup
-from nnspec.spec.settings import Use
-from nnspec.errors import Diagnostics, NnspecError, Span, did_you_mean
+from nnspec.check.block_calls import BlockCalls
 from nnspec.check.expressions import Scope as Names, evaluate
+from nnspec.check.graph_env import Env, Shared, Slot, Tensor, TooBig, join
+from nnspec.check.resolve import bind_args, lookup
+from nnspec.errors import Diagnostics, NnspecError, Span, did_you_mean
 from nnspec.limits import LIMITS
+from nnspec.registry.binding import bind
 from nnspec.registry.catalog import MULTI_INPUT, Catalog, Component, Conflict, PluginLoadError
 from nnspec.registry.types import ArgError, ShapeError, Symbol, TensorType
-
-Tensor = TensorType | None          # None: unknown because of an earlier error
-
-
-class _TooBig(Exception):
-    """The expanded model passed LIMITS.max_layers; unwinds the whole expansion."""
+from nnspec.spec import model as ir
+from nnspec.spec.settings import Use
+from nnspec.syntax import nodes as n
 
 
-@dataclass
-class _Slot:
-    type: Tensor
-    origin: str                     # what produced it, for error hints
-    span: Span | None
-
-
-@dataclass
-class _Shared:
-    name: str
-    node: n.Node
-    owner: ir.Scope
-    instance: ir.Layer | ir.Scope | None = None
-    first_input: Tensor = None
-    first_span: Span | None = None
-    out: Tensor = None
-    used: bool = False
-
-
-@dataclass
-class _Env:
-    """What a graph body sees: names for expressions, its tensors, shared layers in scope."""
-    names: Names
-    scope: ir.Scope
-    slots: dict[int, _Slot] = field(default_factory=dict)
-    tensors: dict[str, int] = field(default_factory=dict)
-    shared: dict[str, _Shared] = field(default_factory=dict)
-    next_slot: int = 1
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def new_slot(self, type_: Tensor, origin: str, span: Span | None) -> int:
-        slot = self.next_slot
-        self.next_slot += 1
-        self.slots[slot] = _Slot(type_, origin, span)
-        return slot
-
-    def child_name(self, base: str) -> str:
-        """`conv2d_0`, `conv2d_1`, ...: unique, stable names for unnamed children."""
-        i = self.counts.get(base, 0)
-        while f"{base}_{i}" in self.scope.children:
-            i += 1
-        self.counts[base] = i + 1
-        return f"{base}_{i}"
-
-
-class GraphChecker:
+class GraphChecker(BlockCalls):
     def __init__(self, catalog: Catalog, diags: Diagnostics, blocks: dict[str, n.GraphDef], names: Names):
         self.catalog = catalog
         self.diags = diags
@@ -85,9 +36,9 @@ class GraphChecker:
 
     # --- entry ------------------------------------------------------------------------------
 
-    def check_model(self, model: n.GraphDef, param_values: dict[str, Any] | None = None) -> ir.Model | None:
-        names = self._bind_params(model, self.globals, [], list((param_values or {}).items()), model.name_span,
-                                  model.name)
+    def check_model(self, model: n.GraphDef, param_args: Sequence[n.Arg] = ()) -> ir.Model | None:
+        """The model's IR; `param_args` set its parameters (`--set model.width=16`)."""
+        names = self.bind_params(model, param_args, model, self.globals)
         if names is None:
             return None
         decls = [s for s in model.body if isinstance(s, n.InputDecl)]
@@ -100,11 +51,11 @@ class GraphChecker:
             for extra in decls[1:]:
                 self.diags.error("E402", "a model has one `input` declaration", extra.span)
         root = ir.Scope("model", model.name, "", model.span, input_type or TensorType(()))
-        env = _Env(names, root)
-        env.slots[0] = _Slot(input_type, "the model input", decls[0].span if decls else None)
+        env = Env(names, root)
+        env.slots[0] = Slot(input_type, "the model input", decls[0].span if decls else None)
         try:
             result = self._body([s for s in model.body if not isinstance(s, n.InputDecl)], env, allow_input=False)
-        except _TooBig:
+        except TooBig:
             return None
         root.result = result
         out = env.slots[result].type
@@ -135,7 +86,7 @@ class GraphChecker:
 
     # --- bodies -----------------------------------------------------------------------------
 
-    def _body(self, stmts, env: _Env, allow_input: bool = False) -> int:
+    def _body(self, stmts, env: Env, allow_input: bool = False) -> int:
         flow = 0
         for stmt in stmts:
             if isinstance(stmt, n.Const):
@@ -143,11 +94,12 @@ class GraphChecker:
                     env.names.values[stmt.name] = evaluate(stmt.value, env.names)
                 except NnspecError as err:
                     self.diags.extend(err.diagnostics)
+                    env.names.failed.add(stmt.name)      # its uses then say nothing more
             elif isinstance(stmt, n.Shared):
                 if stmt.name in env.shared or stmt.name in env.tensors:
                     self.diags.error("E203", f"`{stmt.name}` is already defined in this body", stmt.name_span)
                 self._warn_shadow(stmt.name, stmt.name_span)
-                env.shared[stmt.name] = _Shared(stmt.name, stmt.node, env.scope)
+                env.shared[stmt.name] = Shared(stmt.name, stmt.node, env.scope)
             elif isinstance(stmt, n.Bind):
                 if stmt.name in env.tensors:
                     self.diags.error("E203", f"tensor `{stmt.name}` is already defined in this body", stmt.name_span,
@@ -166,7 +118,7 @@ class GraphChecker:
         if name in self.blocks or self._layer(name, span, quiet=True) is not None:
             self.diags.warning("W201", f"`{name}` shadows a block or layer of the same name", span)
 
-    def _chain(self, chain: n.Chain, env: _Env, flow: int, label: str | None) -> int:
+    def _chain(self, chain: n.Chain, env: Env, flow: int, label: str | None) -> int:
         for i, node in enumerate(chain.nodes):
             if isinstance(node, n.Ref) and node.name in env.tensors and node.name not in env.shared:
                 if i != 0:
@@ -179,7 +131,7 @@ class GraphChecker:
 
     # --- nodes ------------------------------------------------------------------------------
 
-    def _node(self, node: n.Node, env: _Env, flow: int, label: str | None) -> int:
+    def _node(self, node: n.Node, env: Env, flow: int, label: str | None) -> int:
         if isinstance(node, n.Chain):            # `(a -> b)`: a group, e.g. to repeat a chain
             name = label or env.child_name("group")
             scope, sub = self._sub("group", name, env, flow, node.span)
@@ -202,11 +154,11 @@ class GraphChecker:
             return self._use_shared(outer, node, env, flow)
         return self._instantiate(node, name, args, env, flow, label)
 
-    def _outer_shared(self, env: _Env, name: str) -> _Shared | None:
+    def _outer_shared(self, env: Env, name: str) -> Shared | None:
         return env.shared.get(name)
 
-    def _instantiate(self, node, name: str, args, env: _Env, flow: int, label: str | None,
-                     owner_env: _Env | None = None) -> int:
+    def _instantiate(self, node, name: str, args, env: Env, flow: int, label: str | None,
+                     owner_env: Env | None = None) -> int:
         """Create a layer or block instance as a child of env.scope and apply it to `flow`."""
         if name in self.blocks:
             return self._block(node, self.blocks[name], args, env, flow, label)
@@ -231,7 +183,7 @@ class GraphChecker:
                 return None
         return lookup(self.catalog, "layers", name, span, self.diags)
 
-    def _layer_node(self, component: Component, node, args, env: _Env, flow: int | list[int],
+    def _layer_node(self, component: Component, node, args, env: Env, flow: int | list[int],
                     label: str | None) -> int:
         inputs = list(flow) if isinstance(flow, list) else [flow]
         positional = list(a for a in args if a.name is None)
@@ -282,7 +234,7 @@ class GraphChecker:
         child = label or env.child_name(component.name)
         if child in env.scope.children:
             child = env.child_name(child)
-        path = _join(env.scope.path, child)
+        path = join(env.scope.path, child)
         if bound is not None and out is not None:
             layer = ir.Layer(child, path, Use(component, bound, node.span), tuple(types), out, params, buffers,
                              param_shapes=shapes)
@@ -291,7 +243,7 @@ class GraphChecker:
         env.scope.ops.append(ir.Op(child, tuple(inputs), slot))
         return slot
 
-    def _origin_hint(self, env: _Env, inputs: list[int]) -> str | None:
+    def _origin_hint(self, env: Env, inputs: list[int]) -> str | None:
         parts = []
         for i in inputs:
             s = env.slots[i]
@@ -304,72 +256,11 @@ class GraphChecker:
         if self.layer_count > LIMITS.max_layers:
             self.diags.error("E603", f"the model expands to more than {LIMITS.max_layers:,} layers", node.span,
                              "check repeat counts (`block(...) * n`) and blocks that repeat blocks")
-            raise _TooBig
+            raise TooBig
 
     # --- blocks, repeats, residuals, parallels -----------------------------------------------
 
-    def _bind_params(self, gdef: n.GraphDef, outer: Names, positional, keyword, span, label) -> Names | None:
-        """Bind a block's (or model's) parameters; defaults are evaluated in the definition scope."""
-        names = outer.child()
-        given = dict(keyword)
-        for i, value in enumerate(positional):
-            if i < len(gdef.params):
-                given.setdefault(gdef.params[i].name, value)
-        declared = {p.name for p in gdef.params}
-        ok = True
-        if len(positional) > len(gdef.params):
-            self.diags.error("E302", f"`{label}` takes {len(gdef.params)} arguments, got {len(positional)}", span)
-            ok = False
-        for name in given:
-            if name not in declared:
-                self.diags.error("E301", f"`{label}` has no parameter `{name}`", span,
-                                 did_you_mean(name, declared) or f"parameters: {', '.join(declared) or 'none'}")
-                ok = False
-        for p in gdef.params:
-            if p.name in given:
-                names.values[p.name] = given[p.name]
-            elif p.default is not None:
-                try:
-                    names.values[p.name] = evaluate(p.default, names)
-                except NnspecError as err:
-                    self.diags.extend(err.diagnostics)
-                    ok = False
-            else:
-                self.diags.error("E305", f"`{label}` is missing required argument `{p.name}`", span,
-                                 f"signature: {label}({', '.join(q.name for q in gdef.params)})")
-                ok = False
-        return names if ok else None
-
-    def _block(self, node, gdef: n.GraphDef, args, env: _Env, flow: int, label: str | None) -> int:
-        self.used_blocks.add(gdef.name)
-        if gdef.name in self.expanding:
-            cycle = " → ".join(self.expanding[self.expanding.index(gdef.name):] + [gdef.name])
-            self.diags.error("E207", f"block `{gdef.name}` uses itself ({cycle})", node.span,
-                             "blocks cannot be recursive; use repetition `block(...) * n`")
-            return env.new_slot(None, gdef.name, node.span)
-        try:
-            positional = [evaluate(a.value, env.names) for a in args if a.name is None]
-            keyword = [(a.name, evaluate(a.value, env.names)) for a in args if a.name is not None]
-        except NnspecError as err:
-            self.diags.extend(err.diagnostics)
-            return env.new_slot(None, gdef.name, node.span)
-        names = self._bind_params(gdef, self.globals, positional, keyword, getattr(node, "name_span", node.span),
-                                  gdef.name)
-        if names is None:
-            return env.new_slot(None, gdef.name, node.span)
-        child = label or env.child_name(gdef.name)
-        in_type = env.slots[flow].type
-        scope = ir.Scope("block", child, _join(env.scope.path, child), node.span, in_type, block=gdef.name)
-        sub = _Env(names, scope)
-        sub.slots[0] = _Slot(in_type, env.slots[flow].origin, env.slots[flow].span)
-        self.expanding.append(gdef.name)
-        try:
-            result = self._body(gdef.body, sub)
-        finally:
-            self.expanding.pop()
-        return self._attach(scope, sub, result, env, flow, f"block `{gdef.name}`", node.span)
-
-    def _attach(self, scope: ir.Scope, sub: _Env, result: int, env: _Env, flow: int, origin: str, span) -> int:
+    def _attach(self, scope: ir.Scope, sub: Env, result: int, env: Env, flow: int, origin: str, span) -> int:
         scope.result = result
         scope.output = sub.slots[result].type
         env.scope.children[scope.name] = scope
@@ -377,15 +268,15 @@ class GraphChecker:
         env.scope.ops.append(ir.Op(scope.name, (flow,), slot))
         return slot
 
-    def _sub(self, kind: str, name: str, env: _Env, flow: int, span: Span) -> tuple[ir.Scope, _Env]:
+    def _sub(self, kind: str, name: str, env: Env, flow: int, span: Span) -> tuple[ir.Scope, Env]:
         """A nested scope that sees the same names and shared layers but has its own tensors."""
         in_type = env.slots[flow].type
-        scope = ir.Scope(kind, name, _join(env.scope.path, name), span, in_type)
-        sub = _Env(env.names.child(), scope, shared=dict(env.shared))
-        sub.slots[0] = _Slot(in_type, env.slots[flow].origin, env.slots[flow].span)
+        scope = ir.Scope(kind, name, join(env.scope.path, name), span, in_type)
+        sub = Env(env.names.child(), scope, shared=dict(env.shared))
+        sub.slots[0] = Slot(in_type, env.slots[flow].origin, env.slots[flow].span)
         return scope, sub
 
-    def _repeat(self, node: n.Repeat, env: _Env, flow: int, label: str | None) -> int:
+    def _repeat(self, node: n.Repeat, env: Env, flow: int, label: str | None) -> int:
         try:
             count = evaluate(node.count, env.names)
         except NnspecError as err:
@@ -417,9 +308,9 @@ class GraphChecker:
     def _count_layer_overflow(self, node, total: int) -> None:
         self.diags.error("E603", f"the model expands to {total:,} layers (limit {LIMITS.max_layers:,})", node.span,
                          "check repeat counts (`block(...) * n`) and blocks that repeat blocks")
-        raise _TooBig
+        raise TooBig
 
-    def _residual(self, node: n.Residual, env: _Env, flow: int, label: str | None) -> int:
+    def _residual(self, node: n.Residual, env: Env, flow: int, label: str | None) -> int:
         name = label or env.child_name("residual")
         scope, sub = self._sub("residual", name, env, flow, node.span)
         body_scope, body_env = self._sub("body", "body", sub, 0, node.span)
@@ -447,20 +338,20 @@ class GraphChecker:
         result = self._merge_op("add", node, sub, [body_out, skip], y)
         return self._attach(scope, sub, result, env, flow, "residual", node.span)
 
-    def _merge_op(self, merge: str, node, env: _Env, inputs: list[int], out: Tensor) -> int:
+    def _merge_op(self, merge: str, node, env: Env, inputs: list[int], out: Tensor) -> int:
         component = self._layer(merge, node.span)
         if component is None:
             return env.new_slot(None, merge, node.span)
         types = [env.slots[i].type for i in inputs]
         if out is not None and all(t is not None for t in types):
             args, _ = bind(component.params, [], [], merge)
-            env.scope.children[merge] = ir.Layer(merge, _join(env.scope.path, merge), Use(component, args, node.span),
+            env.scope.children[merge] = ir.Layer(merge, join(env.scope.path, merge), Use(component, args, node.span),
                                                  tuple(types), out)
         slot = env.new_slot(out, merge, node.span)
         env.scope.ops.append(ir.Op(merge, tuple(inputs), slot))
         return slot
 
-    def _parallel(self, node: n.Parallel, env: _Env, flow: int, label: str | None) -> int:
+    def _parallel(self, node: n.Parallel, env: Env, flow: int, label: str | None) -> int:
         name = label or env.child_name("parallel")
         scope, sub = self._sub("parallel", name, env, flow, node.span)
         outs = []
@@ -483,41 +374,3 @@ class GraphChecker:
             args = merge.args if isinstance(merge, n.Call) else ()
             result = self._layer_node(component, merge, args, sub, outs, "merge")
         return self._attach(scope, sub, result, env, flow, "parallel", node.span)
-
-    # --- weight sharing ---------------------------------------------------------------------
-
-    def _use_shared(self, sh: _Shared, node, env: _Env, flow: int) -> int:
-        sh.used = True
-        in_type = env.slots[flow].type
-        if sh.instance is None:
-            owner_env = _Env(env.names, sh.owner, slots={0: env.slots[flow]})
-            owner_env.next_slot = 10**9      # slots of this throwaway env are never read
-            target = sh.node
-            if not isinstance(target, (n.Call, n.Ref)):
-                self.diags.error("E208", "`shared` takes one layer or block", target.span)
-                return env.new_slot(None, sh.name, node.span)
-            before = dict(sh.owner.children)
-            ops_before = len(sh.owner.ops)
-            slot = self._instantiate(target, target.name, getattr(target, "args", ()), owner_env, 0, sh.name)
-            del sh.owner.ops[ops_before:]          # declaring applies nothing; uses do
-            sh.instance = sh.owner.children.get(sh.name)
-            sh.first_input, sh.first_span = in_type, node.span
-            out = owner_env.slots[slot].type
-            if sh.instance is None and sh.owner.children == before:
-                return env.new_slot(None, sh.name, node.span)
-            sh.out = out
-        elif in_type is not None and sh.first_input is not None and in_type != sh.first_input:
-            self.diags.error("E415", f"shared `{sh.name}` was first applied to {sh.first_input} "
-                             f"(line {sh.first_span.line}), here to {in_type}", node.span,
-                             "a shared layer has one set of weights, so every use needs the same input shape")
-            return env.new_slot(None, sh.name, node.span)
-        slot = env.new_slot(sh.out, f"shared `{sh.name}`", node.span)
-        if sh.owner is env.scope:
-            env.scope.ops.append(ir.Op(sh.name, (flow,), slot))
-        else:
-            env.scope.ops.append(ir.Op(_join(sh.owner.path, sh.name), (flow,), slot, shared=True))
-        return slot
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name

@@ -12,6 +12,7 @@ from nnspec.syntax import nodes as n
 from nnspec.errors import Diagnostic, NnspecError, Span, did_you_mean
 from nnspec.syntax.parser import parse
 from nnspec.check.sections import SECTIONS
+from nnspec.spec.settings import Override
 
 _COMPONENT_SECTIONS = ("optimizer", "loss", "schedule", "data")
 
@@ -40,15 +41,17 @@ def _parse_value(key: str, value: str) -> tuple[n.Expr, str, str]:
 
 
 def apply_overrides(module: n.Module, overrides: list[str]):
+    """(module with the overrides applied, model parameter arguments, diagnostics, the overrides
+    as `Override`s). `model.PARAM` values are arguments of the model, bound like a call's."""
     diags: list[Diagnostic] = []
-    sources: dict[str, str] = {}
-    model_params: dict[str, Any] = {}
+    given: list[Override] = []
+    model_args: list[n.Arg] = []
     items = list(module.items)
     for raw in overrides:
         key, eq, value = raw.partition("=")
         key = key.strip()
         shown = f"--set {raw}"
-        sources[shown] = shown
+        given.append(Override(key, value, shown))
         whole = Span(shown, 1, 1, 1, len(shown) + 1)
         if not eq or not key or not value.strip():
             diags.append(Diagnostic("error", "E802", "an override is KEY=VALUE", whole,
@@ -66,8 +69,8 @@ def apply_overrides(module: n.Module, overrides: list[str]):
         if head == "model":
             if not rest:
                 diags.append(Diagnostic("error", "E803", "write --set model.PARAM=VALUE", key_span))
-            else:
-                model_params[rest] = _value_of(expr)
+            else:                              # a later --set of the same parameter wins
+                model_args = [a for a in model_args if a.name != rest] + [n.Arg(rest, expr, expr.span, key_span)]
             continue
         if head in SECTIONS:
             items = _set_section(items, head, rest, expr, key_span, diags)
@@ -80,13 +83,7 @@ def apply_overrides(module: n.Module, overrides: list[str]):
         diags.append(Diagnostic("error", "E804", f"cannot override `{key}`", key_span,
                                 did_you_mean(head, list(SECTIONS) + ["model"] + [c.name for c in consts])
                                 or "keys: model.PARAM, SECTION.KEY (e.g. train.epochs), SECTION=VALUE, or a const"))
-    return dataclasses.replace(module, items=tuple(items)), model_params, diags, sources
-
-
-def _value_of(expr: n.Expr):
-    """Model parameters are passed as already-evaluated values (no names in scope)."""
-    from nnspec.check.expressions import Scope, evaluate
-    return evaluate(expr, Scope())
+    return dataclasses.replace(module, items=tuple(items)), model_args, diags, given
 
 
 def _set_section(items: list, head: str, rest: str, expr: n.Expr, span: Span, diags: list) -> list:

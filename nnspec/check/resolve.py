@@ -41,7 +41,10 @@ def lookup(catalog: Catalog, kind: str, name: str, span: Span, diags: Diagnostic
 
 def bind_args(params, args: Sequence[n.Arg], node, label: str, check, names: Scope,
               diags: Diagnostics) -> Args | None:
-    """Evaluate and bind call arguments, reporting each problem at the argument it concerns."""
+    """Evaluate and bind call arguments, reporting each problem at the argument it concerns.
+
+    The one located binder: layers, blocks (see check/block_calls.py), sections and components
+    all bind through it and `nnspec.registry.binding.bind`."""
     positional = [a for a in args if a.name is None]
     keyword = [a for a in args if a.name is not None]
     try:
@@ -54,15 +57,16 @@ def bind_args(params, args: Sequence[n.Arg], node, label: str, check, names: Sco
     for e in errors:
         if isinstance(e.where, int):
             span, value = positional[e.where].value.span, pos_values[e.where]
-        elif isinstance(e.where, str):
-            arg = next(a for a in keyword if a.name == e.where)
-            span = arg.name_span if e.code == "E301" else arg.value.span
-            value = dict(kw_values).get(e.where)
+        elif e.keyword_index is not None:
+            arg = keyword[e.keyword_index]
+            span = arg.name_span if e.code in ("E301", "E303") else arg.value.span
+            value = kw_values[e.keyword_index][1]
         else:
             span, value = getattr(node, "name_span", node.span), None
         if e.code == "E304" and isinstance(value, Symbol) and _wants_number(e.param):
-            # a bare word where a number was expected is most likely an undefined name
-            diags.error("E202", f"`{value.name}` is not defined", span,
+            # a bare word where a number was expected is most likely an undefined name; it is
+            # reported where the word is written (inside a const, when it came through one)
+            diags.error("E202", f"`{value.name}` is not defined", value.span or span,
                         did_you_mean(value.name, names.names()) or e.hint)
         else:
             diags.error(e.code, e.message, span, e.hint)

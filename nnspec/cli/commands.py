@@ -176,7 +176,7 @@ def cmd_train(args) -> int:
         train(spec, out_dir=args.out, progress=progress, resume=args.resume,
               allow_changed_spec=args.allow_changed_spec, _handle_signals=True)
     except NnspecError as err:
-        _print_diagnostics(err.diagnostics, {**spec.sources, **err.sources}, "text", out=sys.stderr)
+        _print_diagnostics(err.diagnostics, {**spec.source_texts, **err.sources}, "text", out=sys.stderr)
         return EXIT_INVALID
     except TrainingInterrupted as stop:
         if os.environ.get("RANK", "0") != "0":          # rank 0 speaks for the run

@@ -11,12 +11,14 @@ from nnspec.registry.types import REQUIRED, ArgError, Args, Param
 @dataclass(frozen=True)
 class BindError:
     """What went wrong with one argument. `where` is the positional index, the keyword name,
-    or None for a problem with the call as a whole (a missing argument)."""
+    or None for a problem with the call as a whole (a missing argument); `keyword_index` is the
+    keyword argument's place among the keywords (a repeat is told from the first by it)."""
     code: str
     message: str
     hint: str | None
     where: int | str | None
     param: Param | None = None
+    keyword_index: int | None = None
 
 
 def bind(params: Sequence[Param], positional: Sequence[Any], keyword: Sequence[tuple[str, Any]],
@@ -34,15 +36,19 @@ def bind(params: Sequence[Param], positional: Sequence[Any], keyword: Sequence[t
             break
         values[positional_params[i].name] = (value, i)
     by_name = {p.name: p for p in params}
-    for name, value in keyword:
+    keyword_at: dict[str, int] = {}
+    for k, (name, value) in enumerate(keyword):
         if name not in by_name:
             hint = did_you_mean(name, by_name) or _signature_hint(params, label)
-            errors.append(BindError("E301", f"`{label}` has no argument `{name}`", hint, name))
+            errors.append(BindError("E301", f"`{label}` has no argument `{name}`", hint, name, None, k))
             continue
         if name in values:
-            errors.append(BindError("E303", f"argument `{name}` of `{label}` given twice", None, name))
+            first = "by position" if name not in keyword_at else "earlier in this call"
+            errors.append(BindError("E303", f"argument `{name}` of `{label}` given twice",
+                                    f"`{name}` is already given {first}; keep one", name, by_name[name], k))
             continue
         values[name] = (value, name)
+        keyword_at[name] = k
     out: dict[str, Any] = {}
     for p in params:
         if p.name in values:
@@ -51,7 +57,8 @@ def bind(params: Sequence[Param], positional: Sequence[Any], keyword: Sequence[t
                 out[p.name] = p.type.check(value)
             except ArgError as err:
                 what = f"`{label}`" if p.name == label else f"`{label}` argument `{p.name}`"
-                errors.append(BindError("E304", f"{what}: {err.message}", err.hint_for(p.name), where, p))
+                errors.append(BindError("E304", f"{what}: {err.message}", err.hint_for(p.name), where, p,
+                                        keyword_at.get(p.name) if isinstance(where, str) else None))
         elif p.default is REQUIRED:
             errors.append(BindError("E305", f"`{label}` is missing required argument `{p.name}`",
                                     _signature_hint(params, label), None))

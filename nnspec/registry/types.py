@@ -32,8 +32,10 @@ class ShapeError(ArgError):
 
 @dataclass(frozen=True, slots=True)
 class Symbol:
-    """A bare word used as a value: `device auto`, `monitor = val_loss`."""
+    """A bare word used as a value: `device auto`, `monitor = val_loss`. `span` is where the
+    word is written (not part of its value), so an undefined name is reported there."""
     name: str
+    span: Any = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return self.name

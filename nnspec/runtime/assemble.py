@@ -61,9 +61,10 @@ def spec_errors(spec: Spec):
     try:
         yield
     except NnspecError as err:
-        if all(k in err.sources for k in spec.sources):
+        texts = spec.source_texts
+        if all(k in err.sources for k in texts):
             raise
-        raise NnspecError(err.diagnostics, {**spec.sources, **err.sources}) from err.__cause__
+        raise NnspecError(err.diagnostics, {**texts, **err.sources}) from err.__cause__
 
 
 def seed_everything(seed: int) -> None:

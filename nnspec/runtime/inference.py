@@ -56,7 +56,7 @@ def evaluate(spec: Spec, weights: str | os.PathLike, split: str = "test") -> dic
     built = _built_with_weights(spec, weights)
     if built.data is None or built.loss is None:
         raise NnspecError(Diagnostic("error", "E900", "evaluation needs the spec's `data` and `loss` sections",
-                                     Span.unknown(spec.path)), dict(spec.sources))
+                                     Span.unknown(spec.path)), spec.source_texts)
     data = getattr(built.data, split)
     if data is None:
         raise _flag_error("--split", split, f"the spec's data has no {split} split",

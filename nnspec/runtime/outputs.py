@@ -43,20 +43,14 @@ def default_run_dir(spec_path: str, root: str | os.PathLike = "runs") -> Path:
     return path
 
 
-def overrides_of(spec) -> list[str]:
-    """The `--set` overrides a spec was checked with (the checker keeps each as a pseudo-source)."""
-    return [name[len("--set "):] for name in spec.sources if name.startswith("--set ")]
-
-
 def resolved_spec_text(spec) -> str:
     """The main spec file with a header comment listing overrides, imports and the digest."""
     main = spec.sources.get(spec.path, "")
     header = [f"# resolved by nnspec from {spec.path}", f"# digest: sha256 {spec.digest}"]
-    overrides = overrides_of(spec)
-    if overrides:
+    if spec.overrides:
         header.append("# overrides (applied on top of the text below):")
-        header += [f"#   --set {o}" for o in overrides]
-    imports = [p for p in spec.sources if p != spec.path and not p.startswith("--set ")]
+        header += [f"#   {o.text}" for o in spec.overrides]
+    imports = [p for p in spec.sources if p != spec.path]
     if imports:
         header.append("# imported files (their text is in every checkpoint):")
         header += [f"#   {p}" for p in imports]

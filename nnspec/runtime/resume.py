@@ -121,15 +121,31 @@ def locate(spec, target: str | Path | bool | None, out_dir: str | Path | None) -
                 "checkpoints are written when `train { checkpoint(...) }` says so")
 
 
-def _normalized(sources: dict, main: str) -> dict[str, str]:
-    """Source texts keyed so the main file compares under one name however it was reached."""
-    return {("<spec>" if k == main else k): v for k, v in sources.items()}
+def spec_record(spec) -> dict:
+    """What a checkpoint keeps of its spec: every file's text and the --set overrides."""
+    return {"path": spec.path, "digest": spec.digest, "sources": dict(spec.sources),
+            "overrides": [{"key": o.key, "value": o.value, "text": o.text} for o in spec.overrides]}
+
+
+def _normalized(texts: dict, main: str) -> dict[str, str]:
+    """Texts keyed so the main file compares under one name however it was reached."""
+    return {("<spec>" if k == main else k): v for k, v in texts.items()}
+
+
+def _saved_texts(saved: dict) -> dict[str, str]:
+    """A checkpoint's files and --set lines. (Checkpoints from before `Spec.overrides` kept each
+    --set line among the sources and the overrides as plain strings.)"""
+    texts = dict(saved.get("sources", {}))
+    for o in saved.get("overrides", ()):
+        if isinstance(o, dict):
+            texts[o["text"]] = o["text"]
+    return texts
 
 
 def spec_diff(saved: dict, spec) -> str:
-    """A unified diff of the checkpoint's sources against the spec's; empty when equal."""
-    old = _normalized(dict(saved.get("sources", {})), saved.get("path", ""))
-    new = _normalized(dict(spec.sources), spec.path)
+    """A unified diff of the checkpoint's files and --set lines against the spec's; empty when equal."""
+    old = _normalized(_saved_texts(saved), saved.get("path", ""))
+    new = _normalized(spec.source_texts, spec.path)
     lines: list[str] = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)

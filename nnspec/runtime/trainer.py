@@ -45,9 +45,9 @@ from nnspec.runtime.batching import mix_seed
 from nnspec.runtime.evaluation import evaluate_split, preflight
 from nnspec.runtime.loop_state import BestTracker, Checkpointer, EarlyStopping, LossLog, NanGuard, Position
 from nnspec.runtime.optimizer_step import Stepper
-from nnspec.runtime.outputs import RunDir, default_run_dir, overrides_of
+from nnspec.runtime.outputs import RunDir, default_run_dir
 from nnspec.runtime.progress import Progress, make_progress
-from nnspec.runtime.resume import rng_state
+from nnspec.runtime.resume import rng_state, spec_record
 from nnspec.spec.settings import Spec
 
 _AUGMENT_TAG = 0xA06
@@ -266,8 +266,7 @@ def _checkpoint_state(loop: _Loop, epoch: int, batch: int, step: int) -> dict:
             "rng": rng_state(loop.generator), "history": list(loop.history), "best": loop.best.state(),
             "early_stop": loop.stopper.state() if loop.stopper else None, "nan_skips": loop.guard.skips,
             "partial_epoch": loop.log.partial(loop.guard) if batch else None,
-            "norm": b.data.norm, "spec": {"path": spec.path, "digest": spec.digest, "sources": dict(spec.sources),
-                                          "overrides": overrides_of(spec)}}
+            "norm": b.data.norm, "spec": spec_record(spec)}
 
 
 def _train_epoch(loop: _Loop, epoch: int) -> bool:

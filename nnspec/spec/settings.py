@@ -114,6 +114,15 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Override:
+    """One `--set KEY=VALUE` the spec was checked with. `text` is the flag as given; it is also the
+    name of the one-line pseudo-file that the override's spans (and errors) point into."""
+    key: str                               # "optimizer.lr"
+    value: str                             # "3e-4", as written
+    text: str                              # "--set optimizer.lr=3e-4"
+
+
+@dataclass(frozen=True)
 class Spec:
     """A fully checked spec. `model` is the graph IR (nnspec.spec.model.Model)."""
     path: str
@@ -126,5 +135,12 @@ class Spec:
     train: TrainConfig
     requires: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)   # every file read, path → text
-    digest: str = ""                                         # hash of the checked content
+    digest: str = ""                                         # hash of the checked content (files and overrides)
     base_dir: str = "."                                      # relative data paths start here
+    overrides: tuple[Override, ...] = ()                     # the --set values, in the order given
+
+    @property
+    def source_texts(self) -> dict[str, str]:
+        """Every text a span of this spec can point into (to render an error): the files and the
+        --set pseudo-files."""
+        return {**self.sources, **{o.text: o.text for o in self.overrides}}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from nnspec.syntax import nodes as n
 from nnspec.syntax.parser import parse
+from nnspec.syntax.source_text import decode_spec
 
 LINE = 100      # longest chain / `then` line before it is broken
 INDENT = 4      # one nesting level
@@ -40,10 +41,10 @@ def format_source(text: str, path: str = "<string>") -> str:
 
 def format_file(path: str | Path) -> tuple[str, bool]:
     """(canonical text, whether it differs from the file). Does not write: the caller decides."""
-    from nnspec.encoding import decode_spec
-    text = decode_spec(Path(path).read_bytes(), str(path)).replace("\r\n", "\n").replace("\r", "\n")  # as read_text
+    data = Path(path).read_bytes()
+    text = decode_spec(data, str(path)).replace("\r\n", "\n").replace("\r", "\n")  # as read_text
     new = format_source(text, str(path))
-    return new, new != text
+    return new, new != text or data.startswith(b"\xef\xbb\xbf")          # a byte order mark is dropped
 
 
 @dataclass

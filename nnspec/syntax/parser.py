@@ -7,7 +7,6 @@ rebuilt in memory). JSON, not pickle: loading the parser never unpickles anythin
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -18,12 +17,13 @@ from pathlib import Path
 
 import lark
 from lark import Token, Transformer_NonRecursive, v_args
-from lark.exceptions import VisitError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedInput, VisitError
 
 from nnspec.syntax import nodes as n
 from nnspec.errors import Diagnostic, NnspecError, Span
 from nnspec.limits import LIMITS
-from nnspec.syntax.examples import SYNTAX_EXAMPLES
+from nnspec.syntax.source_text import strip_bom
+from nnspec.syntax.recovery import syntax_errors
 
 _OPTIONS = dict(parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
 
@@ -317,82 +317,6 @@ class _Builder(Transformer_NonRecursive):
         return "".join(out)
 
 
-# --- syntax errors -------------------------------------------------------------------------
-
-_TOKEN_NAMES = {
-    "_NL": "end of line", "$END": "end of file", "NAME": "a name", "NUMBER": "a number", "STRING": "a string",
-    "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "LBRACE": "`{`", "RBRACE": "`}`",
-    "COMMA": "`,`", "EQUAL": "`=`", "STAR": "`*`", "PLUS": "`+`", "MINUS": "`-`", "SLASH": "`/`",
-    "PERCENT": "`%`", "_ARROW": "`->`", "_FLOORDIV": "`//`",
-}
-
-
-def _describe(tok_type: str) -> str:
-    if tok_type in _TOKEN_NAMES:
-        return _TOKEN_NAMES[tok_type]
-    return f"`{tok_type.lower()}`"
-
-
-def _syntax_diagnostic(err: UnexpectedInput, path: str, text: str) -> Diagnostic:
-    line, col = max(err.line, 1), max(err.column, 1)
-    if isinstance(err, UnexpectedCharacters):
-        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
-        span = Span(path, line, col, line, col + 1, err.pos_in_stream, err.pos_in_stream + 1)
-        if ch == '"':
-            return Diagnostic("error", "E102", "unterminated string", span, 'close the string with `"` on the same line')
-        shown = repr(ch) if not ch.isprintable() or ch == "'" else f"`{ch}`"
-        return Diagnostic("error", "E101", f"unexpected character {shown}", span,
-                          "names are letters, digits and `_`; strings use double quotes; comments start with `#`")
-    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
-        end_line = text.count("\n") + 1
-        end_col = len(text) - (text.rfind("\n") + 1) + 1
-        span = Span(path, end_line, end_col, end_line, end_col + 1, len(text), len(text))
-        message = _match_example(err) or "unexpected end of file"
-        expected = sorted(_describe(t) for t in getattr(err, "expected", ()) or ())
-        hint = "expected " + ", ".join(expected[:8]) if expected else "a `{`, `(` or `[` is not closed"
-        return Diagnostic("error", "E100", message, span, hint)
-    tok = err.token
-    span = Span(path, tok.line, tok.column, tok.end_line or tok.line,
-                tok.end_column or tok.column + 1, tok.start_pos or 0, tok.end_pos or 0)
-    found = "end of line" if tok.type == "_NL" else f"`{str(tok)[:40]}`"
-    message = _match_example(err) or f"unexpected {found}"
-    expected = sorted({_describe(t) for t in err.accepts or err.expected})
-    hint = "expected " + ", ".join(expected[:8]) + (", …" if len(expected) > 8 else "")
-    return Diagnostic("error", "E100", message, span, hint)
-
-
-@functools.lru_cache(maxsize=1)
-def _example_index() -> dict:
-    """(LALR state, acceptable tokens) → friendly message, from SYNTAX_EXAMPLES.
-
-    Lark's own match_examples also compares parser stack depth, so an example would only match
-    at the nesting depth it was written at; the state number alone is what identifies a mistake."""
-    index: dict = {}
-    parser = lark_parser()
-    for message, examples in SYNTAX_EXAMPLES.items():
-        for example in examples:
-            try:
-                parser.parse(example)
-            except UnexpectedInput as err:
-                key = _error_key(err)
-                if key is not None:
-                    index.setdefault(key, message)
-    return index
-
-
-def _error_key(err: UnexpectedInput):
-    state = getattr(err, "state", None)
-    if state is None:
-        return None
-    accepts = getattr(err, "accepts", None) or getattr(err, "expected", None) or ()
-    return state.position, frozenset(accepts)
-
-
-def _match_example(err: UnexpectedInput) -> str | None:
-    key = _error_key(err)
-    return _example_index().get(key) if key is not None else None
-
-
 def _check_size(text: str, path: str) -> None:
     if len(text) > LIMITS.max_file_bytes:
         raise NnspecError(Diagnostic("error", "E600", f"file is larger than {LIMITS.max_file_bytes // 1_000_000} MB",
@@ -407,10 +331,11 @@ def _check_size(text: str, path: str) -> None:
 
 def parse(text: str, path: str = "<string>") -> n.Module:
     """Parse one file. Raises `NnspecError` with its syntax errors (the first one, then the first
-    of each later top-level item that has one).
+    of each later top-level item that has one). A leading byte order mark is dropped.
 
     The AST is immutable, so a file parsed before (a block library imported by many specs in one
     `nnspec validate` run) is returned from a small cache."""
+    text = strip_bom(text)
     key = (path, text)
     cached = _parsed.get(key)
     if cached is None:
@@ -424,64 +349,6 @@ def parse(text: str, path: str = "<string>") -> n.Module:
 _parsed: dict[tuple[str, str], n.Module] = {}
 
 
-MAX_SYNTAX_ERRORS = 20
-
-
-def _top_level_starts(text: str) -> list[int]:
-    """Offsets of lines that begin a top-level item: a name in the first column, outside every
-    bracket, string and comment (and not `then`, which continues a schedule)."""
-    starts, depth, i, size = [], 0, 0, len(text)
-    at_line_start = True
-    while i < size:
-        ch = text[i]
-        if at_line_start and depth == 0 and (ch.isalpha() or ch == "_") and not text.startswith("then", i):
-            starts.append(i)
-        at_line_start = ch == "\n"
-        if ch == "#":
-            i = text.find("\n", i)
-            if i < 0:
-                break
-            continue
-        if ch == '"':
-            end = text.find('"', i + 1)
-            newline = text.find("\n", i + 1)
-            i = end + 1 if end >= 0 and (newline < 0 or end < newline) else (newline if newline >= 0 else size)
-            continue
-        if ch in "{([":
-            depth += 1
-        elif ch in "})]":
-            depth = max(0, depth - 1)
-        i += 1
-    return starts
-
-
-def _syntax_errors(parser, text: str, path: str, first: UnexpectedInput) -> list[Diagnostic]:
-    """The first syntax error, then the first of each later top-level item that has one.
-
-    Lark's token-skipping recovery mostly produced follow-on noise. Instead every top-level
-    item after the first error's line (from one item start to the next) is parsed on its own
-    and its error moved to where the item sits in the file: one error per broken item, none
-    after an unclosed bracket (no item starts there), and linear work however long the file."""
-    found = [_syntax_diagnostic(first, path, text)]
-    starts = _top_level_starts(text)
-    line_starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
-    after = line_starts[found[0].span.line] if found[0].span.line < len(line_starts) else len(text)
-    items = [s for s in starts if s >= after]
-    for begin, end in zip(items, items[1:] + [len(text)]):
-        if len(found) >= MAX_SYNTAX_ERRORS:
-            break
-        chunk = text[begin:end]
-        try:
-            parser.parse(chunk)
-        except UnexpectedInput as err:
-            d = _syntax_diagnostic(err, path, chunk)
-            lines = text.count("\n", 0, begin)
-            span = dataclasses.replace(d.span, line=d.span.line + lines, end_line=d.span.end_line + lines,
-                                       start=d.span.start + begin, end=d.span.end + begin)
-            found.append(dataclasses.replace(d, span=span))
-    return found
-
-
 def _parse(text: str, path: str) -> n.Module:
     _check_size(text, path)
     parser = lark_parser()
@@ -489,7 +356,7 @@ def _parse(text: str, path: str) -> n.Module:
     try:
         tree = parser.parse(text)
     except UnexpectedInput as err:
-        raise NnspecError(_syntax_errors(parser, text, path, err), {path: text}) from None
+        raise NnspecError(syntax_errors(parser, text, path, err), {path: text}) from None
     except RecursionError:  # belt and braces: the grammar and builder do not recurse
         raise NnspecError([Diagnostic("error", "E601", "nesting too deep", Span(path, 1, 1, 1, 2))],
                           {path: text}) from None

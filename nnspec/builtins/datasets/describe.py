@@ -171,7 +171,7 @@ def csv_head(path: str, shown: str, args) -> tuple[list[str] | None, int | None]
                 if row and not (len(row) == 1 and not row[0].strip()):
                     return ([n.strip() for n in first] if args.header else None), len(row)
     except UnicodeDecodeError:
-        from nnspec.encoding import HINT, not_utf8_message
+        from nnspec.syntax.source_text import HINT, not_utf8_message
         raise DataError(not_utf8_message(path, shown), HINT) from None
     except _csv.Error as err:
         raise DataError(f"{shown} could not be read as CSV: {err}", "save it as plain comma-separated text") from err

@@ -53,7 +53,7 @@ def _read_csv(path: str, shown: str, args) -> Arrays:
     try:
         return _read_csv_table(path, shown, args)
     except UnicodeDecodeError:
-        from nnspec.encoding import HINT, not_utf8_message
+        from nnspec.syntax.source_text import HINT, not_utf8_message
         raise DataError(not_utf8_message(path, shown), HINT) from None
 
 

@@ -1,6 +1,7 @@
-"""Where a file stops being UTF-8: the byte offset, line and column an error names, so a user can
-find the character to fix. Specs are decoded here (check and fmt share it); data readers use
-`locate_invalid_utf8` on the error path only."""
+"""Spec files as text: decoded as UTF-8 with a byte order mark dropped (every reader of spec text
+goes through `decode_spec` or `strip_bom`, so columns count from the first real character), and
+where a file stops being UTF-8 (byte offset, line, column), so a user can find the character to
+fix. Data readers use `not_utf8_message` on their error path only."""
 from __future__ import annotations
 
 import codecs
@@ -17,10 +18,16 @@ def position(data: bytes, offset: int) -> tuple[int, int]:
     return data.count(b"\n", 0, offset) + 1, offset - line_start + 1
 
 
+def strip_bom(text: str) -> str:
+    """Text without a leading UTF-8 byte order mark (editors on Windows write one)."""
+    return text[1:] if text.startswith("\ufeff") else text
+
+
 def decode_spec(data: bytes, shown: str) -> str:
-    """The text of a spec file, or NnspecError E002 located at the first byte that is not UTF-8."""
+    """The text of a spec file (a byte order mark dropped), or NnspecError E002 located at the first
+    byte that is not UTF-8."""
     try:
-        return data.decode("utf-8")
+        return strip_bom(data.decode("utf-8"))
     except UnicodeDecodeError as err:
         line, column = position(data, err.start)
         raise NnspecError(Diagnostic("error", "E002", f"{shown} is not UTF-8 text: byte {err.start} (line {line}, "
