@@ -259,12 +259,13 @@ class _Checker:
         schedule = sc.schedule(sections["schedule"]) if "schedule" in sections else None
         train = sc.train(sections.get("train"))
         requires = sc.requires(sections["requires"]) if "requires" in sections else ()
-        self._check_monitor(train, metrics)
+        from nnspec.check.training_rules import check_training
+        train, schedule = check_training(self.diags, sections, model, data, loss, metrics, schedule, train)
         self._check_capabilities(optimizer, train)
         if model is not None and optimizer is not None:
             self._check_groups(optimizer, model)
         if model is not None:
-            self._check_memory(model, optimizer, main)
+            self._check_memory(model, optimizer, data)
         digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(self.sources.items())).encode()).hexdigest()
         if self.diags.has_errors or (models and model is None):
             return None
@@ -272,15 +273,9 @@ class _Checker:
                     dict(self.sources), digest, str(Path(main.path).resolve().parent) if main.path != "<string>"
                     else str(self.root))
 
-    def _check_memory(self, model, optimizer, main) -> None:
-        from nnspec.check.memory import human, physical_memory
-        ram = physical_memory()
-        slots = optimizer.optimizer.component.info.get("state_slots", 2) if optimizer else 0
-        need = 4 * (model.params + model.buffers + model.trainable_params * (1 + slots))
-        if ram and need > ram:
-            self.diags.error("E610", f"the model needs about {human(need)} for parameters, gradients and optimizer "
-                             f"state, more than this machine's {human(ram)} of memory", model.span,
-                             "reduce widths or depth; `nnspec summary` shows where the parameters are")
+    def _check_memory(self, model, optimizer, data) -> None:
+        from nnspec.check.memory import check_memory
+        check_memory(self.diags, model, optimizer, data)
 
     def _names_only(self, blocks: dict[str, n.GraphDef], graph: GraphChecker) -> None:
         """A block library without a model: check that every name in its blocks resolves."""
@@ -289,16 +284,6 @@ class _Checker:
             for name, span in _graph_names(block.body, local):
                 if name not in blocks and graph._layer(name, span, quiet=True) is None:
                     graph._layer(name, span)     # reports unknown / plugin errors
-
-    def _check_monitor(self, train, metrics) -> None:
-        wanted = [(train.early_stop.monitor, train.early_stop.span)] if train.early_stop else []
-        if train.monitor != "val_loss" and not train.early_stop:
-            wanted.append((train.monitor, train.span))
-        known = ["train_loss", "val_loss"] + [f"{s}_{m.name}" for s in ("train", "val") for m in metrics]
-        for name, span in wanted:
-            if name not in known and not any(name.startswith(k) for k in known[2:]):
-                self.diags.error("E512", f"cannot monitor `{name}`: no such metric", span,
-                                 did_you_mean(name, known) or "monitor one of: " + ", ".join(known))
 
     def _check_capabilities(self, optimizer, train) -> None:
         """Combinations an optimizer's capability flags rule out, known before anything runs."""

@@ -18,7 +18,8 @@ Non-finite losses (`on_nan`):
         With a closure optimizer (lbfgs) the loss is only known inside the step: skip acts as stop.
 
 Monitoring: `train.monitor` picks best.pt, `early_stop` its own metric; names are train_loss,
-val_loss, val_<metric key>, train_<metric key>. Without a validation split a val_* name falls
+val_loss, val_<key>, train_<key> for each key a metric declares (`Component.reported`, the names
+the check matched exactly). Without a validation split a val_* name falls
 back to its train_* twin. The test split is evaluated once, with the final weights.
 """
 from __future__ import annotations
@@ -35,11 +36,11 @@ from torch import nn
 
 from nnspec.spec.settings import Spec
 from nnspec.errors import error
-from nnspec.registry.catalog import CREATE_GRAPH, FULL_BATCH, NEEDS_CLOSURE
+from nnspec.registry.catalog import CREATE_GRAPH, FULL_BATCH, NEEDS_CLOSURE, NEEDS_METRIC
 from nnspec.runtime import distributed
 from nnspec.runtime.assemble import Built, assemble, require_trainable, spec_errors
 from nnspec.runtime.batching import mix_seed
-from nnspec.runtime.evaluation import evaluate_split, preflight
+from nnspec.runtime.evaluation import evaluate_split, metric_values, preflight
 from nnspec.runtime.resume import rng_state
 from nnspec.runtime.outputs import RunDir, default_run_dir, overrides_of
 from nnspec.runtime.progress import Progress, make_progress
@@ -157,15 +158,8 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
     train_metrics = list(b.metrics.values()) if any(w.startswith("train_") and w != "train_loss"
                                                      for w in wanted) else []
     val_metrics = list(b.metrics.values())
-    aliases: dict[str, str] = {}     # `val_top_k` → `val_top5_accuracy`: names the checker accepts
-    for use, m in zip(b.metric_uses, val_metrics):
-        try:
-            first = next(iter(m.compute()), use.name)    # an empty metric still names its keys
-        except Exception:                                # a plugin metric that cannot compute empty
-            first = use.name
-        for prefix in ("train_", "val_"):
-            aliases[prefix + use.name] = prefix + first
-
+    observes = spec.schedule is not None and any(NEEDS_METRIC in link.component.flags
+                                                 for link in spec.schedule.links)
     ck = cfg.checkpoint
     run = None
     if out_dir is not False and is_main:
@@ -412,8 +406,8 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
             row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "lr": groups[shown_group]["lr"],
                                    "train_loss": loss_total / loss_count if loss_count else math.nan}
             distributed.merge_metrics(train_metrics)
-            for m in train_metrics:
-                row.update({f"train_{k}": v for k, v in m.compute().items()})
+            if train_metrics:
+                row.update({f"train_{k}": v for k, v in metric_values(b.metric_uses, train_metrics).items()})
             if data.val is not None:
                 val = evaluate_split(eval_fwd, model, data.val, loss_fn, val_metrics, b, eval_batch)
                 row.update({f"val_{k}": v for k, v in val.items()})
@@ -422,13 +416,13 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
             row["train_seconds"] = t_train
             row["samples_per_s"] = samples / t_train if t_train > 0 else math.nan
             row = distributed.sync_row(row, loss_total, loss_count, samples, t_train, device)
-            value = row.get(best.name, row.get(aliases.get(best.name, "")))
-            if sched is not None and hasattr(sched, "observe"):
-                sched.observe(value if value is not None else row["train_loss"])
+            value = row[best.name]                 # the check matched it against the declared keys
+            if observes:
+                sched.observe(value)
             improved = best.update(value, epoch + 1)
             early = False
             if stopper is not None:
-                stopper.update(row.get(stopper.name, row.get(aliases.get(stopper.name, ""))), epoch + 1)
+                stopper.update(row[stopper.name], epoch + 1)
                 early = stopper.wait >= cfg.early_stop.patience
             row["seconds"] = time.perf_counter() - t_epoch
             history.append(row)

@@ -19,6 +19,25 @@ from nnspec.registry.types import (ArgError, Bool, Float, Param, PositiveFloat, 
 
 IMPL = "nnspec.builtins.datasets.readers:"
 
+
+def _targets(shape, classes=None) -> dict:
+    """Facts the check reads about a dataset's targets: `info["target_shape"](args)`, the shape
+    of one sample's target, and `info["classes"](args)`, how many classes its labels hold (when
+    it is a classification dataset with a known count). Datasets whose targets are only known
+    once files are read (npy, npz, pt) declare neither."""
+    out = {"target_shape": shape}
+    if classes is not None:
+        out["classes"] = classes
+    return out
+
+
+def _one_label(args) -> tuple[int, ...]:
+    return ()
+
+
+def _classes_arg(args) -> int:
+    return args.classes
+
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _PATH_DOC = "relative paths start at the spec's folder; absolute paths are fine; URLs are not"
 
@@ -64,7 +83,7 @@ digits = Component(
     params=(Param("shape", Tuple(PositiveInt), (64,),
                   doc="per-sample shape of the 8×8 images: [64] or [1, 8, 8] (64 elements)"),),
     summary="The bundled UCI handwritten digits: 1,797 8×8 images, pixels 0..16, labels 0–9.",
-    impl=IMPL + "digits", check=_check_digits)
+    impl=IMPL + "digits", check=_check_digits, info=_targets(_one_label, lambda args: 10))
 
 
 def _check_csv(args) -> None:
@@ -85,7 +104,7 @@ csv = Component(
             Param("delimiter", Str(), ",", doc="the one-character field separator"),
             *_split_files("a CSV file with the same columns")),
     summary="A numeric CSV file: one sample per row, one column is the target.",
-    impl=IMPL + "csv", check=_check_csv)
+    impl=IMPL + "csv", check=_check_csv, info=_targets(_one_label))
 
 
 _PAIR = Tuple(Str(), 2, broadcast=False)
@@ -137,7 +156,7 @@ blobs = Component(
             Param("classes", Int(min=2), 3, doc="number of clusters, one label each (≥ 2)"),
             Param("spread", PositiveFloat, 1.0, doc="standard deviation of each cluster (> 0)")),
     summary="Gaussian clusters around random centers (classification), seeded by the run seed.",
-    impl=IMPL + "blobs")
+    impl=IMPL + "blobs", info=_targets(_one_label, _classes_arg))
 
 spirals = Component(
     "spirals", "datasets",
@@ -145,7 +164,7 @@ spirals = Component(
             Param("classes", Int(min=2), 2, doc="number of interleaved spiral arms, one label each (≥ 2)"),
             Param("noise", Float(min=0), 0.1, doc="standard deviation of the noise added to each point (≥ 0)")),
     summary="Interleaved 2-D spirals (classification that a linear model cannot solve), seeded by the run seed.",
-    impl=IMPL + "spirals")
+    impl=IMPL + "spirals", info=_targets(_one_label, _classes_arg))
 
 regression = Component(
     "regression", "datasets",
@@ -154,7 +173,7 @@ regression = Component(
             Param("targets", PositiveInt, 1, doc="regression targets per sample"),
             Param("noise", Float(min=0), 0.1, doc="standard deviation of the noise added to the targets (≥ 0)")),
     summary="Targets a random linear function of Gaussian inputs plus noise, seeded by the run seed.",
-    impl=IMPL + "regression")
+    impl=IMPL + "regression", info=_targets(lambda args: (args.targets,)))
 
 images = Component(
     "images", "datasets",
@@ -164,7 +183,7 @@ images = Component(
             Param("noise", Float(min=0), 1.0, doc="standard deviation of the noise around each class pattern")),
     summary="Synthetic images: a random pattern per class plus noise — for smoke tests and benchmarks of "
             "image models.",
-    impl=IMPL + "images", check=_check_image_shape)
+    impl=IMPL + "images", check=_check_image_shape, info=_targets(_one_label, _classes_arg))
 
 tokens = Component(
     "tokens", "datasets",
@@ -174,6 +193,6 @@ tokens = Component(
             Param("samples", _SAMPLES, 512, doc="number of sequences")),
     summary="Synthetic token sequences (int64 ids) whose class shifts which tokens are frequent — for smoke "
             "tests of embedding, recurrent and transformer models (`input [length] long`).",
-    impl=IMPL + "tokens")
+    impl=IMPL + "tokens", info=_targets(_one_label, _classes_arg))
 
 COMPONENTS = [digits, csv, npy, npz, pt, blobs, spirals, regression, images, tokens]

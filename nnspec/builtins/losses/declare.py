@@ -7,7 +7,7 @@ class indices as targets (the data loader keeps labels int64 and checks their ra
 from __future__ import annotations
 
 from nnspec.builtins.argtypes import NonNegativeFloat, Optional
-from nnspec.registry.catalog import CLASSIFICATION, Component
+from nnspec.registry.catalog import BINARY, CLASSIFICATION, Component
 from nnspec.registry.types import Float, OneOf, Param, PositiveFloat, Probability, Tuple
 
 IMPL = "nnspec.builtins.losses.torch_impl:"
@@ -33,7 +33,7 @@ bce_with_logits = Component(
     params=(Param("pos_weight", Optional(OneOf(PositiveFloat, Tuple(PositiveFloat))), None,
                   doc="weight of positive examples, one number or one per output (none: 1)"),),
     summary="Binary cross-entropy of logits against 0/1 (or soft) targets of the same shape.",
-    impl=IMPL + "bce_with_logits")
+    impl=IMPL + "bce_with_logits", flags=frozenset({BINARY}))
 
 mse = Component("mse", "losses", summary="Mean squared error.", impl=IMPL + "mse")
 
