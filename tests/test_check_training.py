@@ -158,3 +158,14 @@ def test_memory_estimate_has_one_formula():
     mem = estimate(spec)
     assert mem["optimizer_state"] == 2 * mem["gradients"] == 2 * 4 * 650
     assert human(10 ** 400).endswith("TiB")
+
+
+def test_positive_weights_must_be_one_or_one_per_output():
+    d = _one("model m {\n  input [8]\n  linear(3)\n}\nloss bce_with_logits(pos_weight = [1, 2])\n", "E542")
+    _at(d, 5, 35)
+
+
+def test_a_regression_output_must_match_the_targets():
+    d = _one("model m {\n  input [8]\n  linear(3)\n}\ndata regression(features = 8, targets = 2)\nloss mse\n", "E543")
+    _at(d, 6, 6)
+    assert not _errors("model m {\n  input [8]\n  linear(2)\n}\ndata regression(features = 8, targets = 2)\nloss mse\n")

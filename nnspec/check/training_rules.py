@@ -137,10 +137,11 @@ def _class_counts(diags: Diagnostics, model, data, loss: Use, metrics: tuple[Use
                         "outputs one number per sample", loss.span, "end the model with `linear(classes)`")
             return
         classes = output[-1]
-        weight = loss.args.get("weight")
-        if isinstance(weight, tuple) and len(weight) != classes:
-            diags.error("E542", f"`{loss.name}` has {len(weight)} class weights but the model outputs {classes} "
-                        "classes", loss.span_of("weight"), f"give one weight per class ({classes})")
+        for arg in loss.component.info.get("per_class_args", ()):
+            value = loss.args.get(arg)
+            if isinstance(value, tuple) and len(value) != classes:
+                diags.error("E542", f"`{loss.name}` argument `{arg}` has {len(value)} entries but the model outputs "
+                            f"{classes} classes", loss.span_of(arg), f"give one entry per class ({classes})")
         for use in metrics:
             for arg in use.component.info.get("class_count_args", ()):
                 value = use.args.get(arg)
@@ -156,17 +157,25 @@ def _class_counts(diags: Diagnostics, model, data, loss: Use, metrics: tuple[Use
             elif count is not None and count > classes and last is not None:
                 diags.error("E543", f"the model outputs {classes} class scores but the dataset has {count} "
                             "classes", last.span, f"make the last layer output {count} classes")
-    elif labels is not None:
-        shape = labels[0] or (1,)       # the loader gives regression targets at least one column
-        pos_weight = loss.args.get("pos_weight")
-        if isinstance(pos_weight, tuple) and len(pos_weight) not in (1, output[-1] if output else 1):
-            diags.error("E542", f"`{loss.name}` has {len(pos_weight)} positive weights but the model has "
-                        f"{output[-1] if output else 1} outputs", loss.span_of("pos_weight"),
-                        "give one weight, or one per output")
-        if output != shape and output != shape + (1,):
-            diags.error("E543", f"loss `{loss.name}` compares the model output {list(output)} with targets of "
-                        f"shape {list(shape)} per sample; they must match", loss.span,
-                        f"make the model output {list(shape)}")
+    else:
+        _regression_counts(diags, output, loss, labels)
+
+
+def _regression_counts(diags: Diagnostics, output: tuple[int, ...], loss: Use, labels) -> None:
+    """Regression (and BINARY) losses compare the output with targets of the same shape."""
+    outputs = output[-1] if output else 1
+    for arg in loss.component.info.get("per_output_args", ()):
+        value = loss.args.get(arg)
+        if isinstance(value, tuple) and len(value) not in (1, outputs):
+            diags.error("E542", f"`{loss.name}` argument `{arg}` has {len(value)} entries but the model has "
+                        f"{outputs} outputs", loss.span_of(arg), "give one entry, or one per output")
+    if labels is None:
+        return
+    shape = labels[0] or (1,)       # the loader gives regression targets at least one column
+    if output != shape and output != shape + (1,):
+        diags.error("E543", f"loss `{loss.name}` compares the model output {list(output)} with targets of "
+                    f"shape {list(shape)} per sample; they must match", loss.span,
+                    f"make the model output {list(shape)}")
 
 
 def _target_facts(data) -> tuple[tuple[int, ...], int | None] | None:
