@@ -44,10 +44,14 @@ def check_memory(diags, model, optimizer, data) -> None:
     parts = estimate_parts(model, optimizer, None)       # batch of one
     if parts["total"] <= ram:
         return
-    where, hint = model.span, "reduce widths or depth; `nnspec summary` shows where the parameters are"
-    biggest = max(model.root.layers(), key=lambda layer: layer.output.numel, default=None)
-    if biggest is not None and parts["activations"] > parts["total"] - parts["activations"]:
+    layers = list(model.root.layers())
+    if parts["activations"] > parts["total"] - parts["activations"]:
+        biggest = max(layers, key=lambda layer: layer.output.numel)
         where, hint = biggest.span, f"`{biggest.kind}` outputs {biggest.output} per sample; make it smaller"
+    else:
+        biggest = max(layers, key=lambda layer: layer.params)
+        where, hint = biggest.span, (f"`{biggest.kind}` alone has {biggest.params:,} parameters; reduce widths or "
+                                     "depth (`nnspec summary` shows where the parameters are)")
     diags.error("E610", f"the model needs about {human(parts['total'])} for parameters, gradients, optimizer "
                 f"state and one sample's activations, more than this machine's {human(ram)} of memory", where,
                 hint)
@@ -64,7 +68,7 @@ def human(n: float) -> str:
     """A byte count for people; exact for any int (model sizes are unbounded Python ints)."""
     if abs(n) >= 1024 ** 4:
         tib = n // 1024 ** 4 if isinstance(n, int) else n / 1024 ** 4
-        return f"{tib:.1f} TiB" if abs(tib) < 10 ** 15 else f"about 10^{len(str(int(abs(tib)))) - 1} TiB"
+        return f"{tib:.1f} TiB" if abs(tib) < 10 ** 15 else f"10^{len(str(int(abs(tib)))) - 1} TiB"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
