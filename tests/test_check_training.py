@@ -169,3 +169,9 @@ def test_a_regression_output_must_match_the_targets():
     d = _one("model m {\n  input [8]\n  linear(3)\n}\ndata regression(features = 8, targets = 2)\nloss mse\n", "E543")
     _at(d, 6, 6)
     assert not _errors("model m {\n  input [8]\n  linear(2)\n}\ndata regression(features = 8, targets = 2)\nloss mse\n")
+
+
+def test_plateau_mode_follows_the_monitor_when_not_given():
+    spec = check_source(MLP + "loss cross_entropy\nmetrics accuracy\noptimizer sgd(lr = 0.1)\n"
+                        "schedule reduce_on_plateau\ntrain { monitor val_accuracy }\n").spec
+    assert spec.schedule.links[0].args.mode == "max"

@@ -74,35 +74,30 @@ def _monitors(diags: Diagnostics, section: n.Setting | None, keys: dict[str, Rep
     items = {item.name: item for item in (section.body or ())} if section is not None else {}
     early = train.early_stop
     if early is not None and "early_stop" in items:
-        mode = _check_monitor(diags, items["early_stop"], "monitor", known, lists)
+        mode = _check_monitor(diags, items["early_stop"], "monitor", early.monitor, known, lists)
         if mode is not None:
-            early = replace(early, mode=mode)
-            train = replace(train, early_stop=early)
+            train = replace(train, early_stop=replace(early, mode=mode))
             if "monitor" not in items:
                 train = replace(train, monitor_mode=mode)
     if "monitor" in items:
-        mode = _check_monitor(diags, items["monitor"], "metric", known, lists)
+        mode = _check_monitor(diags, items["monitor"], "metric", train.monitor, known, lists)
         if mode is not None:
             train = replace(train, monitor_mode=mode)
     return train
 
 
-def _check_monitor(diags: Diagnostics, item: n.Setting, arg: str, known: dict[str, str], lists: set[str]):
-    """Report a monitored name that is not a reported number; return the derived mode when the
-    setting gives none (None: keep what was written)."""
+def _check_monitor(diags: Diagnostics, item: n.Setting, arg: str, name: str, known: dict[str, str],
+                   lists: set[str]) -> str | None:
+    """Report a monitored `name` that is not a reported number (at the argument naming it);
+    return the derived mode when the setting gives none (None: keep what was written)."""
     given = _given(item, 0, arg)
-    if given is None:
-        return None if _given(item, 1, "mode") is not None else known.get("val_loss")
-    value = given.value
-    name = value.name if isinstance(value, n.Name) else value.value if isinstance(value, n.String) else None
-    if name is None:
-        return None
+    span = given.value.span if given is not None else item.span
     if name in lists:
-        diags.error("E512", f"cannot monitor `{name}`: it is not one number", value.span,
+        diags.error("E512", f"cannot monitor `{name}`: it is not one number", span,
                     "monitor one of: " + ", ".join(sorted(known)))
         return None
     if name not in known:
-        diags.error("E512", f"cannot monitor `{name}`: no metric reports it", value.span,
+        diags.error("E512", f"cannot monitor `{name}`: no metric reports it", span,
                     did_you_mean(name, known) or "monitor one of: " + ", ".join(sorted(known)))
         return None
     return None if _given(item, 1, "mode") is not None else known[name]
