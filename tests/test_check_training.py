@@ -175,3 +175,8 @@ def test_plateau_mode_follows_the_monitor_when_not_given():
     spec = check_source(MLP + "loss cross_entropy\nmetrics accuracy\noptimizer sgd(lr = 0.1)\n"
                         "schedule reduce_on_plateau\ntrain { monitor val_accuracy }\n").spec
     assert spec.schedule.links[0].args.mode == "max"
+
+
+def test_regression_metric_with_a_classification_loss_is_refused_at_the_metric():
+    d = _one(MLP + "loss cross_entropy\nmetrics accuracy, mse\n", "E541")
+    _at(d, 7, 19)
