@@ -299,3 +299,30 @@ def test_every_builtin_metric_merges_partial_states_into_the_whole_result(name):
     assert expected.keys() == got.keys()
     for key in expected:
         np.testing.assert_allclose(np.asarray(got[key], dtype=float), np.asarray(expected[key], dtype=float), rtol=1e-9)
+
+
+@pytest.mark.parametrize("name, keyword", [(c.name, {}) for c in METRICS] + [
+    ("top_k", {"k": 2}), ("precision", {"average": "per_class"}), ("f1", {"average": "per_class"})])
+def test_every_metric_computes_exactly_the_keys_it_declares(name, keyword):
+    classify = CLASSIFICATION in METRIC[name].flags
+    out = torch.randn(8, 6, generator=gen())
+    target = torch.randint(0, 6, (8,), generator=gen()) if classify else torch.randn(8, 6, generator=gen())
+    m = metric(name, num_classes=6, **keyword)
+    m.update(out, target)
+    declared = METRIC[name].reported(_args(METRIC[name], **keyword))
+    assert set(m.compute()) == {k.name for k in declared}
+    for k in declared:
+        assert isinstance(m.compute()[k.name], list) == (k.better is None)
+
+
+def test_a_metric_missing_a_declared_key_is_a_located_error():
+    from types import SimpleNamespace
+
+    from nnspec.errors import NnspecError, Span
+    from nnspec.runtime.evaluation import metric_values
+    from nnspec.spec.settings import Use
+    use = Use(METRIC["accuracy"], _args(METRIC["accuracy"]), Span("x.nn", 3, 9, 3, 17))
+    with pytest.raises(NnspecError) as err:
+        metric_values([use], [SimpleNamespace(compute=lambda: {"acc": 0.5})])
+    d = err.value.diagnostics[0]
+    assert d.code == "E908" and d.span.line == 3 and "accuracy" in d.message

@@ -241,6 +241,16 @@ def test_monitor_falls_back_to_train_without_a_val_split(tmp_path):
     assert result.best == max(r["train_accuracy"] for r in result.history)
 
 
+def test_monitor_reads_the_declared_key_with_its_declared_direction(tmp_path):
+    path = write(tmp_path, "loss cross_entropy\nmetrics top_k(k = 3), f1(average = per_class)\noptimizer adam\n"
+                           "train { epochs 3; seed 0; early_stop(monitor = val_top3_accuracy, patience = 5) }\n")
+    result = run(path, tmp_path)
+    row = result.history[-1]
+    assert {k for k in row if k.startswith("val_")} == {"val_loss", "val_top3_accuracy", "val_f1", "val_f1_macro"}
+    assert len(row["val_f1"]) == 10                         # the model's 10 outputs decide the classes
+    assert result.best == max(r["val_top3_accuracy"] for r in result.history)     # mode max, undeclared
+
+
 def test_import_nnspec_does_not_import_torch():
     code = ("import sys, nnspec; assert callable(nnspec.load); "
             "assert 'torch' not in sys.modules, 'torch was imported'; "

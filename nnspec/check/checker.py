@@ -222,24 +222,30 @@ class _Checker:
         models = [i for i in main.items if isinstance(i, n.GraphDef) and i.kind == "model"]
         model = self._model(main, models, sections, blocks, graph)
         settings = self._settings(sections, names)
-        self._cross_checks(main, model, settings)
+        self._cross_checks(main, model, sections, settings)
         if self.diags.has_errors or (models and model is None):
             return None
         return self._spec(main, model, settings)
 
-    def _cross_checks(self, main: n.Module, model, settings: dict[str, Any]) -> None:
-        """Rules between parts: the monitored metric, optimizer capabilities, group selectors (resolved
-        to parameter paths), the data files against the model and loss, memory."""
-        self._check_monitor(settings["train"], settings["metrics"])
-        self._check_capabilities(settings["optimizer"], settings["train"])
-        if model is not None and settings["optimizer"] is not None:
-            settings["optimizer"] = resolve_groups(settings["optimizer"], model, self.diags)
-        if settings["data"] is not None:
-            from nnspec.check.data_files import check_data
-            check_data(settings["data"], model, settings["loss"], settings["metrics"], self._base_dir(main),
-                       self.diags, open_data=self.open_data)
+    def _cross_checks(self, main: n.Module, model, sections: dict[str, n.Setting], settings: dict[str, Any]) -> None:
+        """Rules between parts: the data files against the model and loss, what metrics report and
+        what is monitored, losses against metrics and the model output, schedule chains, optimizer
+        capabilities, group selectors (resolved to parameter paths), memory."""
+        from nnspec.check.data_files import check_data
+        from nnspec.check.memory import check_memory
+        from nnspec.check.training_rules import check_training
+        s = settings
+        described = None
+        if s["data"] is not None:
+            described = check_data(s["data"], model, s["loss"], s["metrics"], self._base_dir(main), self.diags,
+                                   open_data=self.open_data)
+        s["train"], s["schedule"] = check_training(self.diags, sections, model, described, s["loss"], s["metrics"],
+                                                   s["schedule"], s["train"])
+        self._check_capabilities(s["optimizer"], s["train"])
+        if model is not None and s["optimizer"] is not None:
+            s["optimizer"] = resolve_groups(s["optimizer"], model, self.diags)
         if model is not None:
-            self._check_memory(model, settings["optimizer"], main)
+            check_memory(self.diags, model, s["optimizer"], s["data"])
 
     def _definitions(self) -> tuple[Scope, dict[str, n.GraphDef]]:
         """Every file's consts (evaluated, dependencies first) and blocks; each name defined once."""
@@ -322,16 +328,6 @@ class _Checker:
         """The folder relative data paths start from."""
         return str(Path(main.path).resolve().parent) if main.path != "<string>" else str(self.root)
 
-    def _check_memory(self, model, optimizer, main) -> None:
-        from nnspec.check.memory import human, physical_memory
-        ram = physical_memory()
-        slots = optimizer.optimizer.component.info.get("state_slots", 2) if optimizer else 0
-        need = 4 * (model.params + model.buffers + model.trainable_params * (1 + slots))
-        if ram and need > ram:
-            self.diags.error("E610", f"the model needs about {human(need)} for parameters, gradients and optimizer "
-                             f"state, more than this machine's {human(ram)} of memory", model.span,
-                             "reduce widths or depth; `nnspec summary` shows where the parameters are")
-
     def _names_only(self, blocks: dict[str, n.GraphDef], graph: GraphChecker) -> None:
         """A block library without a model: check that every name in its blocks resolves."""
         for block in blocks.values():
@@ -339,16 +335,6 @@ class _Checker:
             for name, span in _graph_names(block.body, local):
                 if name not in blocks and graph._layer(name, span, quiet=True) is None:
                     graph._layer(name, span)     # reports unknown / plugin errors
-
-    def _check_monitor(self, train, metrics) -> None:
-        wanted = [(train.early_stop.monitor, train.early_stop.span)] if train.early_stop else []
-        if train.monitor != "val_loss" and not train.early_stop:
-            wanted.append((train.monitor, train.span))
-        known = ["train_loss", "val_loss"] + [f"{s}_{m.name}" for s in ("train", "val") for m in metrics]
-        for name, span in wanted:
-            if name not in known and not any(name.startswith(k) for k in known[2:]):
-                self.diags.error("E512", f"cannot monitor `{name}`: no such metric", span,
-                                 did_you_mean(name, known) or "monitor one of: " + ", ".join(known))
 
     def _check_capabilities(self, optimizer, train) -> None:
         """Combinations an optimizer's capability flags rule out, known before anything runs."""

@@ -19,23 +19,25 @@ from nnspec.spec.settings import DataConfig
 
 
 def check_data(data: DataConfig, model, loss, metrics, base_dir: str, diags: Diagnostics, *,
-               open_data: bool = True) -> None:
-    """Report every data problem knowable without loading the data into `diags`."""
+               open_data: bool = True) -> Mapping[str, DataShape] | None:
+    """Report every data problem knowable without loading the data into `diags`; return what the
+    dataset's parts are known to hold (None when the data was not opened or could not be)."""
     if model is not None:
         _report(diags, data.span, check_augment, data.augment, model.input)
     describe = data.dataset.component.info.get("describe")
     if not open_data or describe is None:
-        return
+        return None
     try:
         parts = describe(data.dataset.args, base_dir)
     except DataError as err:
         diags.error("E903", err.message, err.span or data.dataset.span, err.hint)
-        return
+        return None
     except OSError as err:
         diags.error("E903", f"dataset `{data.dataset.name}` could not be read: {err}", data.dataset.span)
-        return
+        return None
     if model is not None:
         _report(diags, data.dataset.span, _against_model, parts, data, model, loss, metrics)
+    return parts
 
 
 def _report(diags: Diagnostics, span, rule, *args) -> None:

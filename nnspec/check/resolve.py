@@ -93,7 +93,21 @@ def use_of(catalog: Catalog, kind: str, expr: n.Expr, names: Scope, diags: Diagn
         message = component.warn(bound)
         if message:
             diags.warning("W301", message, expr.span)
-    return Use(component, bound, expr.span)
+    return Use(component, bound, expr.span, _arg_spans(component, args))
+
+
+def _arg_spans(component, args) -> dict:
+    """Argument name → the span of its value, for checks that concern one argument."""
+    positional = [p.name for p in component.params if not p.keyword_only]
+    out, i = {}, 0
+    for a in args:
+        if a.name is not None:
+            out[a.name] = a.value.span
+        else:
+            if i < len(positional):
+                out[positional[i]] = a.value.span
+            i += 1
+    return out
 
 
 def _wants_number(param) -> bool:

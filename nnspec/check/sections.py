@@ -67,9 +67,10 @@ TRAIN_KEYS = {
     "accumulate": key(Param("accumulate", PositiveInt), doc="gradient accumulation: micro-batches per step"),
     "early_stop": key(Param("monitor", Word(), "val_loss"), Param("mode", Mode, "min"),
                       Param("patience", PositiveInt, 5), Param("min_delta", Float(min=0), 0.0),
-                      doc="stop when the monitored metric stops improving"),
+                      doc="stop when the monitored metric stops improving (mode: the metric's own direction "
+                          "unless given)"),
     "monitor": key(Param("metric", Word()), Param("mode", Mode, "min"),
-                   doc="the metric that picks the best checkpoint"),
+                   doc="the metric that picks the best checkpoint (mode: the metric's own direction unless given)"),
     "checkpoint": key(Param("every_epochs", OneOf(PositiveInt, Choice("never")), 1),
                       Param("every_steps", OneOf(PositiveInt, Choice("never")), "never"),
                       Param("keep_last", PositiveInt, 2), doc="when to write checkpoints, how many to keep"),

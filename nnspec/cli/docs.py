@@ -37,8 +37,19 @@ def components_table(kind: str, catalog: Catalog) -> str:
             continue
         args = "<br>".join(_cell(_param(p)) for p in c.params) or "—"
         flags = f" *[{', '.join(sorted(c.flags))}]*" if c.flags else ""
-        rows.append(f"| `{c.name}` | {args} | {_cell(c.summary)}{flags} |")
+        rows.append(f"| `{c.name}` | {args} | {_cell(c.summary)}{flags}{_reports(c)} |")
     return "\n".join(rows)
+
+
+def _reports(c) -> str:
+    """A metric's reported keys with its default arguments (monitored as train_/val_<key>)."""
+    if c.kind != "metrics" or any(p.required for p in c.params):
+        return ""
+    from nnspec.registry.types import Args
+    keys = c.reported(Args({p.name: p.default for p in c.params}))
+    shown = [f"`{k.name}`" + (f" ({k.better})" if k.better else " (not a number)" if k.better is None else "")
+             for k in keys]
+    return " Reports " + ", ".join(shown) + "."
 
 
 def keys_table(schema: dict) -> str:

@@ -5,14 +5,14 @@ Plugin authors import from here (or from the older `nnspec.types` and `nnspec.bi
 stay as aliases of `nnspec.registry.types` and `nnspec.registry.binding`)."""
 from nnspec.registry.binding import BindError, bind, signature
 from nnspec.registry.catalog import (
-    CLASSIFICATION, CREATE_GRAPH, FULL_BATCH, KINDS, MULTI_INPUT, NEEDS_CLOSURE, NEEDS_METRIC,
-    NORM, PER_EPOCH, Catalog, Component, Conflict, PluginLoadError, Registry)
+    BINARY, CLASSIFICATION, CREATE_GRAPH, FULL_BATCH, KINDS, MULTI_INPUT, NEEDS_CLOSURE, NEEDS_METRIC,
+    NORM, PER_EPOCH, Catalog, Component, Reported, Conflict, PluginLoadError, Registry)
 from nnspec.registry.types import (
     AnyValue, ArgError, Args, Bool, Choice, Float, Int, Number, OneOf, Optional, Param, ShapeError,
     Str, TensorType, Tuple)
 
 __all__ = [
-    "AnyValue", "ArgError", "Args", "BindError", "Bool", "CLASSIFICATION", "CREATE_GRAPH", "Catalog",
+    "AnyValue", "ArgError", "Args", "BINARY", "BindError", "Bool", "CLASSIFICATION", "CREATE_GRAPH", "Catalog",
     "Choice", "Component", "Conflict", "FULL_BATCH", "Float", "Int", "KINDS", "MULTI_INPUT",
     "NEEDS_CLOSURE", "NEEDS_METRIC", "NORM", "Number", "OneOf", "Optional", "PER_EPOCH", "Param",
-    "PluginLoadError", "Registry", "ShapeError", "Str", "TensorType", "Tuple", "bind", "signature"]
+    "PluginLoadError", "Registry", "Reported", "ShapeError", "Str", "TensorType", "Tuple", "bind", "signature"]

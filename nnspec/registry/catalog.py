@@ -27,11 +27,25 @@ KINDS = ("layers", "optimizers", "schedules", "losses", "metrics", "datasets", "
 NEEDS_CLOSURE = "closure"            # optimizer.step(closure) re-evaluates the loss (lbfgs)
 CREATE_GRAPH = "create_graph"        # backward(create_graph=True): second-order optimizers
 MULTI_INPUT = "multi_input"          # a merge layer: takes the flow plus named tensors
-PER_EPOCH = "per_epoch"              # a schedule that steps once per epoch by default
-NEEDS_METRIC = "needs_metric"        # a schedule driven by a monitored metric (plateau)
+PER_EPOCH = "per_epoch"              # a schedule whose lr only changes between epochs: a chain of
+#                                      such links sets the lr once per epoch (ScheduleConfig.interval)
+NEEDS_METRIC = "needs_metric"        # a schedule driven by the monitored metric: observe() each epoch
 FULL_BATCH = "full_batch"            # an optimizer fed the whole training split as one batch (gd)
-CLASSIFICATION = "classification"    # a loss/metric whose targets are class indices (int64)
+CLASSIFICATION = "classification"    # a loss/metric whose targets are class indices (int64); a metric
+#                                      with it needs a loss with it (or BINARY with one output)
+BINARY = "binary"                    # a loss of 0/1 targets scored by logits (bce_with_logits): with a
+#                                      single output, classification metrics threshold it at 0
 NORM = "norm"                        # a normalization layer: `group norm` selects its parameters
+
+
+@dataclass(frozen=True)
+class Reported:
+    """One key a metric reports (its row in metrics.jsonl is `train_<name>` / `val_<name>`).
+    `better` is "max" or "min" for a number that should rise or fall (the default `mode` when it
+    is monitored), "" for a number without a direction, None for a value that is not one number
+    (a confusion matrix, per-class lists), which cannot be monitored."""
+    name: str
+    better: str | None = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +69,8 @@ class Component:
     warn: Callable[[Any], str | None] | None = None   # a legal but suspicious use (e.g. dropout 0)
     info: Mapping[str, Any] = field(default_factory=dict)   # kind-specific facts, e.g. optimizer
     #                                            "state_slots" (tensors of state per parameter)
+    # metrics only: the keys compute() returns, or a function of the checked args giving them
+    reports: "tuple[Reported, ...] | Callable[[Any], tuple[Reported, ...]] | None" = None
     # filled in by the registry:
     distribution: str = field(default="", compare=False)
     version: str = field(default="", compare=False)
@@ -64,6 +80,12 @@ class Component:
             if p.name == name:
                 return p
         return None
+
+    def reported(self, args: Any) -> tuple[Reported, ...]:
+        """The keys this metric reports for `args`; undeclared: one number under its own name."""
+        if self.reports is None:
+            return (Reported(self.name),)
+        return tuple(self.reports(args) if callable(self.reports) else self.reports)
 
     def load(self) -> Any:
         """Import and return the implementation (torch lives here, not in the declaration).

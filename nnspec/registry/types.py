@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Callable
 
+from nnspec.limits import LIMITS
+
+# Numbers torch can hold: integers within the spec's integer limit (LIMITS.max_int, 2^53, inside
+# int64; a float such as 1e300 given for an integer argument must meet it too), floats within float32.
+MAX_FLOAT = 3.4028234663852886e38
+
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 
 
@@ -104,6 +110,12 @@ class Number(Type):
                 raise ArgError(f"expected an integer, got {describe(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ArgError(f"expected a finite number, got {value}")
+        if self.integer and abs(value) > LIMITS.max_int:
+            raise ArgError(f"{value:.3g} is too large for an integer argument",
+                           f"integers are limited to ±{LIMITS.max_int}")
+        if not self.integer and abs(value) > MAX_FLOAT:
+            raise ArgError(f"{describe(value)} is too large: torch computes in float32, whose largest value "
+                           f"is about {MAX_FLOAT:.4g}", "use a number within float32 range")
         low_bad = self.min is not None and (value <= self.min if self.min_open else value < self.min)
         high_bad = self.max is not None and (value >= self.max if self.max_open else value > self.max)
         if low_bad or high_bad:

@@ -126,9 +126,9 @@ def assemble(spec: Spec, *, load_data: bool = True) -> Built:
     loss = spec.loss.component.build(spec.loss.args).to(runtime.device) if spec.loss is not None else None
     classification, _ = targets_of(spec.model.output.shape, spec.loss, spec.metrics)
     data = _load_data(spec, classification) if (spec.data is not None and load_data) else None
-    num_classes = data.num_classes if data is not None else None
-    if num_classes is None and classification and spec.model.output.shape:
-        num_classes = spec.model.output.shape[-1]
+    # the model's output decides the classes (the check matched it against the loss and labels)
+    scores_classes = classification or any(CLASSIFICATION in m.component.flags for m in spec.metrics)
+    num_classes = spec.model.output.shape[-1] if scores_classes and spec.model.output.shape else None
     metrics = {}
     for use in spec.metrics:
         try:

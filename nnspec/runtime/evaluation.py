@@ -33,10 +33,24 @@ def evaluate_split(fwd, model: nn.Module, split, loss_fn, metrics, b: Built, bat
                 m.update(out, y)
     total, count = distributed.combine_eval(total, count, metrics, (lo, hi) != (0, len(split)))
     result = {"loss": total / count if count else math.nan}
-    for m in metrics:
-        result.update(m.compute())
+    result.update(metric_values(b.metric_uses, metrics))
     model.train()
     return result
+
+
+def metric_values(uses, metrics) -> dict:
+    """Each metric's values under the keys its declaration reports (`Component.reported`, what
+    the check matched `monitor` against); an implementation missing a declared key is an error."""
+    out = {}
+    for use, m in zip(uses, metrics):
+        values = m.compute()
+        for key in use.component.reported(use.args):
+            if key.name not in values:
+                raise error("E908", f"metric `{use.name}` did not report `{key.name}`, which its declaration "
+                            f"promises (it reported: {', '.join(values) or 'nothing'})", use.span,
+                            "a bug in the metric: its compute() and its `reports` declaration disagree")
+            out[key.name] = values[key.name]
+    return out
 
 
 def preflight(b: Built) -> None:

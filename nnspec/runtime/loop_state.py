@@ -125,11 +125,10 @@ def _grads_finite(params: list) -> bool:
 
 class BestTracker:
     """The best value so far of one monitored metric (`mode` min or max, better by more than
-    `min_delta`) and the epochs since it last improved. `alias` is the row key a metric's
-    name stands for when they differ (`val_top_k` → `val_top5_accuracy`)."""
+    `min_delta`) and the epochs since it last improved."""
 
-    def __init__(self, name: str, mode: str, min_delta: float = 0.0, alias: str = ""):
-        self.name, self.mode, self.min_delta, self.alias = name, mode, min_delta, alias
+    def __init__(self, name: str, mode: str, min_delta: float = 0.0):
+        self.name, self.mode, self.min_delta = name, mode, min_delta
         self.value: float | None = None
         self.epoch: int | None = None
         self.wait = 0
@@ -137,9 +136,8 @@ class BestTracker:
     def value_in(self, row: dict) -> Any:
         """The monitored value of an epoch's row. The check only lets through names the row
         has, so a missing one is a bug in nnspec."""
-        for key in (self.name, self.alias):
-            if key in row:
-                return row[key]
+        if self.name in row:
+            return row[self.name]
         raise InternalError(f"internal error: the monitored metric `{self.name}` is not among the epoch's "
                             f"values ({', '.join(sorted(row))}); the check should have refused it")
 
@@ -160,8 +158,8 @@ class BestTracker:
 class EarlyStopping(BestTracker):
     """`early_stop`: stop once the metric has not improved for `patience` epochs."""
 
-    def __init__(self, name: str, mode: str, min_delta: float, patience: int, alias: str = ""):
-        super().__init__(name, mode, min_delta, alias)
+    def __init__(self, name: str, mode: str, min_delta: float, patience: int):
+        super().__init__(name, mode, min_delta)
         self.patience = patience
 
     @property

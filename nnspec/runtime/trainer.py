@@ -23,7 +23,8 @@ Non-finite losses (`on_nan`):
         With a closure optimizer (lbfgs) the loss is only known inside the step: skip acts as stop.
 
 Monitoring: `train.monitor` picks best.pt, `early_stop` its own metric; names are train_loss,
-val_loss, val_<metric key>, train_<metric key>. Without a validation split a val_* name falls
+val_loss, val_<key>, train_<key> for each key a metric declares (`Component.reported`, the names
+the check matched exactly). Without a validation split a val_* name falls
 back to its train_* twin. The test split is evaluated once, with the final weights.
 """
 from __future__ import annotations
@@ -38,11 +39,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from nnspec.registry.catalog import CREATE_GRAPH, FULL_BATCH, NEEDS_CLOSURE
+from nnspec.registry.catalog import CREATE_GRAPH, FULL_BATCH, NEEDS_CLOSURE, NEEDS_METRIC
 from nnspec.runtime import distributed
 from nnspec.runtime.assemble import Built, assemble, require_trainable, spec_errors
 from nnspec.runtime.batching import mix_seed
-from nnspec.runtime.evaluation import evaluate_split, preflight
+from nnspec.runtime.evaluation import evaluate_split, metric_values, preflight
 from nnspec.runtime.loop_state import BestTracker, Checkpointer, EarlyStopping, LossLog, NanGuard, Position
 from nnspec.runtime.optimizer_step import Stepper
 from nnspec.runtime.outputs import RunDir, default_run_dir
@@ -208,6 +209,11 @@ def _set_up(spec: Spec, b: Built, forwards, out_dir, progress, resumed, stop_fla
     return loop
 
 
+def _observes(spec: Spec) -> bool:
+    """A schedule link driven by the monitored metric (reduce_on_plateau) is fed it each epoch."""
+    return spec.schedule is not None and any(NEEDS_METRIC in link.component.flags for link in spec.schedule.links)
+
+
 def _monitors(spec: Spec, b: Built, notes: list[str]) -> tuple[BestTracker, EarlyStopping | None]:
     """The metric that picks best.pt and the one early stopping watches. Without a validation
     split a val_* name falls back to its train_* twin."""
@@ -220,20 +226,10 @@ def _monitors(spec: Spec, b: Built, notes: list[str]) -> tuple[BestTracker, Earl
             return "train_" + name[4:]
         return name
 
-    aliases: dict[str, str] = {}     # `val_top_k` → `val_top5_accuracy`: names the checker accepts
-    for use, m in zip(b.metric_uses, b.metrics.values()):
-        try:
-            first = next(iter(m.compute()), use.name)    # an empty metric still names its keys
-        except Exception:                                # a plugin metric that cannot compute empty
-            first = use.name
-        for prefix in ("train_", "val_"):
-            aliases[prefix + use.name] = prefix + first
-    name = monitored(cfg.monitor)
-    best = BestTracker(name, cfg.monitor_mode, alias=aliases.get(name, ""))
+    best = BestTracker(monitored(cfg.monitor), cfg.monitor_mode)
     stopper = None
     if (es := cfg.early_stop) is not None:
-        name = monitored(es.monitor)
-        stopper = EarlyStopping(name, es.mode, es.min_delta, es.patience, alias=aliases.get(name, ""))
+        stopper = EarlyStopping(monitored(es.monitor), es.mode, es.min_delta, es.patience)
     return best, stopper
 
 
@@ -336,8 +332,8 @@ def _end_epoch(loop: _Loop, epoch: int) -> bool:
     loop.train_seconds += t_train
     row: dict[str, Any] = {"epoch": epoch + 1, "step": pos.step, "lr": loop.lr(), "train_loss": log.mean()}
     distributed.merge_metrics(loop.train_metrics)
-    for m in loop.train_metrics:
-        row.update({f"train_{k}": v for k, v in m.compute().items()})
+    if loop.train_metrics:
+        row.update({f"train_{k}": v for k, v in metric_values(b.metric_uses, loop.train_metrics).items()})
     if b.data.val is not None:
         val = evaluate_split(loop.forwards.eval, b.model, b.data.val, b.loss, loop.val_metrics, b, _eval_batch(loop))
         row.update({f"val_{k}": v for k, v in val.items()})
@@ -347,8 +343,8 @@ def _end_epoch(loop: _Loop, epoch: int) -> bool:
     row["samples_per_s"] = log.samples / t_train if t_train > 0 else math.nan
     row = distributed.sync_row(row, log.total, log.count, log.samples, t_train, b.device)
     value = loop.best.value_in(row)
-    if b.scheduler is not None and hasattr(b.scheduler, "observe"):
-        b.scheduler.observe(value if value is not None else row["train_loss"])
+    if _observes(loop.spec):
+        b.scheduler.observe(value)          # the check matched the monitor against declared keys
     improved = loop.best.update(value, epoch + 1)
     if loop.stopper is not None:
         loop.stopper.update(loop.stopper.value_in(row), epoch + 1)

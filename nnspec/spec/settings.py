@@ -20,6 +20,12 @@ class Use:
     component: Component
     args: Args
     span: Span
+    arg_spans: Mapping[str, Span] = field(default_factory=dict, compare=False)   # where each given
+    #                                      argument's value is written, for errors about one argument
+
+    def span_of(self, arg: str) -> Span:
+        """Where argument `arg` is written, or the whole use when it was left at its default."""
+        return self.arg_spans.get(arg, self.span)
 
     @property
     def name(self) -> str:
@@ -71,7 +77,8 @@ class OptimizerConfig:
 class ScheduleConfig:
     """`warmup(steps = 100) then cosine(min_lr = 1e-5)`: links run one after another."""
     links: tuple[Use, ...]
-    interval: str = "step"                 # "step" | "epoch": when the lr is updated
+    interval: str = "step"                 # "step" | "epoch": when the lr is updated ("epoch" when every
+    #                                        link is declared PER_EPOCH)
     span: Span = field(default_factory=Span.unknown)
 
 
