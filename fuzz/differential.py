@@ -34,6 +34,8 @@ SEEDS = Path(__file__).resolve().parent / "seeds"
 ONE_STEP = ["train.steps=1"]
 # Train-time codes that depend on the run, not on the spec: a diverging loss, a missing device.
 RUNTIME_CODES = {"E901", "E902"}
+# Warnings by which `validate` says a spec cannot train (a model without its training sections).
+CANNOT_TRAIN = {"W522"}
 INTERESTING = ["0", "1", "2", "3", "5", "7", "16", "64", "0.5", "0.1", "1e-9", "-1", "1e30", "1e308", "100000",
                "true", "false", "none", "[2, 2]", "[1]"]
 
@@ -186,7 +188,7 @@ def run_case(text: str, folder: Path) -> Outcome:
         return Outcome("rejected", err.diagnostics[0].code if err.diagnostics else "")
     except Exception as err:  # noqa: BLE001 - the finding itself
         return Outcome("crash-check", f"{type(err).__name__}: {err}")
-    errors = [d for d in result.diagnostics if d.severity == "error"]
+    errors = [d for d in result.diagnostics if d.severity == "error" or d.code in CANNOT_TRAIN]
     if errors or result.spec is None:
         return Outcome("rejected", errors[0].code if errors else "")
     if result.spec.model is not None and result.spec.model.params > 5_000_000:

@@ -14,16 +14,18 @@ from typing import Any
 from nnspec.errors import Diagnostics, Span, did_you_mean
 from nnspec.registry.catalog import BINARY, CLASSIFICATION, NEEDS_METRIC, PER_EPOCH, Reported
 from nnspec.registry.types import Args
-from nnspec.spec.settings import ScheduleConfig, TrainConfig, Use
+from nnspec.spec.settings import REQUIRED_FOR_TRAINING, ScheduleConfig, TrainConfig, Use
 from nnspec.syntax import nodes as n
 
 
 def check_training(diags: Diagnostics, sections: dict, model, described, loss: Use | None, metrics: tuple[Use, ...],
                    schedule: ScheduleConfig | None, train: TrainConfig):
     """Report every rule broken; return (train, schedule) with derived modes and interval filled in.
+    A spec with settings must have every section training needs.
     `described`: the data's parts as the data pass opened them (None when it did not), for the
     shape of one sample's labels; the number of classes and regression target widths against the
     model output are the data pass's rules (the ones training applies to the loaded data)."""
+    _required_sections(diags, sections)
     keys = _metric_keys(diags, metrics)
     train = _monitors(diags, sections.get("train"), keys, train)
     if loss is not None:
@@ -35,6 +37,19 @@ def check_training(diags: Diagnostics, sections: dict, model, described, loss: U
     if schedule is not None:
         schedule = _schedule(diags, schedule, train)
     return train, schedule
+
+
+def _required_sections(diags: Diagnostics, sections: dict) -> None:
+    """A spec with settings but without data, loss or optimizer cannot train: W522 at the first
+    section (an error with --strict), so a spec written to test one rule still checks. A spec with a
+    model alone describes a model (`nnspec summary`); `nnspec train` says what it lacks (E900)."""
+    if not sections:
+        return
+    first = min(sections.values(), key=lambda s: (s.span.line, s.span.column))
+    for name, example in REQUIRED_FOR_TRAINING:
+        if name not in sections:
+            diags.warning("W522", f"this spec cannot train: it has no `{name}` section",
+                        first.name_span, f"add e.g. `{example}`")
 
 
 # --- 1. metric keys and monitors -----------------------------------------------------------------

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnspec.spec.settings import Spec, Use
+from nnspec.spec.settings import REQUIRED_FOR_TRAINING, Spec, Use
 from nnspec.errors import NnspecError, Span, error
 from nnspec.builtins.datasets.describe import targets_of
-from nnspec.registry.catalog import FULL_BATCH, NEEDS_CLOSURE
+from nnspec.registry.catalog import CLASSIFICATION, FULL_BATCH, NEEDS_CLOSURE
 from nnspec.runtime import distributed
 from nnspec.runtime.device import Runtime, resolve
 
@@ -85,10 +85,8 @@ def require_trainable(spec: Spec) -> None:
     """Training needs data, a loss and an optimizer: a located error for the first one missing."""
     if spec.model is None:
         raise missing_section(spec, "model", "model name { input [4] ... }")
-    for name, value, example in (("data", spec.data, "data digits { batch 64 }"),
-                                 ("loss", spec.loss, "loss cross_entropy"),
-                                 ("optimizer", spec.optimizer, "optimizer adam(lr = 1e-3)")):
-        if value is None:
+    for name, example in REQUIRED_FOR_TRAINING:
+        if getattr(spec, name) is None:
             raise missing_section(spec, name, example)
 
 

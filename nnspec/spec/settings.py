@@ -151,3 +151,10 @@ class Spec:
         """Every text a span of this spec can point into (to render an error): the files and the
         --set pseudo-files."""
         return {**self.sources, **{o.text: o.text for o in self.overrides}}
+
+
+# What `nnspec train` needs besides the model: section, and an example for the error's hint. The check
+# warns of a spec that has settings but misses one of these (W522); a spec with a model alone
+# describes a model (`nnspec summary`) and training says what it lacks (E900).
+REQUIRED_FOR_TRAINING = (("data", "data digits { batch 64 }"), ("loss", "loss cross_entropy"),
+                         ("optimizer", "optimizer adam(lr = 1e-3)"))
