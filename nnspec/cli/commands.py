@@ -147,7 +147,7 @@ def cmd_train(args) -> int:
     progress = None if not args.quiet else False
     try:
         train(spec, out_dir=args.out, progress=progress, resume=args.resume,
-              allow_changed_spec=args.allow_changed_spec, _handle_signals=True)
+              allow_changed_spec=args.allow_changed_spec, force=args.force, _handle_signals=True)
     except NnspecError as err:
         _print_diagnostics(err.diagnostics, {**spec.sources, **err.sources}, "text", out=sys.stderr)
         return EXIT_INVALID
@@ -230,14 +230,21 @@ def _parser() -> argparse.ArgumentParser:
     q = sub.add_parser("train", help="train the spec's model")
     q.add_argument("spec", metavar="SPEC")
     add_set(q)
-    q.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>)")
+    q.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>); one that already holds "
+                   "files is refused unless --resume or --force")
     q.add_argument("--quiet", action="store_true", help="no progress output")
     q.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training in N local processes (global batch = N × batch); "
                         "for several machines use torchrun (see README)")
     q.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue a run exactly: PATH is a checkpoint or run folder; alone, the --out folder "
-                        "or the newest runs/<spec>-* folder (a corrupt checkpoint falls back to an older one)")
+                        "or the newest runs/<spec>-* folder, from its newest valid checkpoint (a corrupt one falls "
+                        "back to an older one), or a fresh start when there is no checkpoint yet: one command line "
+                        "for a preemptible job's first and later starts")
+    q.add_argument("--force", action="store_true",
+                   help="start afresh in an --out folder holding an earlier run: DELETES that run's files there "
+                        "(spec.nn, versions.json, metrics.*, checkpoints/*.pt, weights.safetensors, summary.json); "
+                        "other files are left alone")
     q.add_argument("--allow-changed-spec", action="store_true",
                    help="resume even though the spec or --set values changed (e.g. more epochs)")
     q.epilog = ("exit codes: 0 done, 1 spec or training error, 2 usage, 3 stopped by SIGINT/SIGTERM after "
@@ -279,6 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except ModuleNotFoundError as err:
+        if err.name != "torch":
+            raise
+        print(f"nnspec {args.command}: needs PyTorch, which is not installed: pip install 'nnspec[torch]' "
+              "(or the torch build for your CUDA version, see pytorch.org)", file=sys.stderr)
+        return EXIT_INVALID
     except BrokenPipeError:
         return EXIT_OK
 

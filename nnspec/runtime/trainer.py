@@ -82,18 +82,18 @@ class _Best:
 
 def train(spec: Spec, *, out_dir: str | Path | bool | None = None, progress: "bool | None | Progress" = None,
           resume: str | Path | bool | None = None, allow_changed_spec: bool = False,
-          handle_signals: bool = False) -> Result:
-    """Train a checked spec. `out_dir`: the run folder (None: runs/<stem>-<time>; False: none).
-    `resume`: a checkpoint file or run folder (True: `out_dir`, else the newest runs/<stem>-*),
-    see runtime/resume.py. `handle_signals`: SIGINT/SIGTERM checkpoint after the current step
-    and raise TrainingInterrupted (runtime/signals.py).
+          handle_signals: bool = False, force: bool = False) -> Result:
+    """Train a checked spec. `out_dir`: the run folder (None: runs/<stem>-<time>; False: none);
+    one that holds files is refused unless resuming or `force` (start afresh, deleting them).
+    `resume`: a checkpoint file or run folder (True: `out_dir`, else the newest runs/<stem>-*;
+    no checkpoint yet: start fresh), see runtime/resume.py. `handle_signals`: SIGINT/SIGTERM
+    checkpoint after the current step and raise TrainingInterrupted (runtime/signals.py).
     Raises NnspecError (located in the spec) for missing sections, bad data, a diverging loss."""
+    from nnspec.runtime import resume as _resume
     from nnspec.runtime.signals import StopFlag
     with spec_errors(spec), StopFlag(handle_signals) as stop_flag:
-        resumed = None
-        if resume not in (None, False):
-            from nnspec.runtime import resume as _resume
-            resumed = _resume.locate(spec, resume, out_dir if out_dir is not False else None)
+        resumed = _resume.plan(spec, resume, out_dir, force)      # None: a fresh run
+        if resumed is not None:
             for why in resumed.skipped:
                 _resume.say(f"skipping {why}")
             _resume.check_spec(resumed, spec, allow_changed_spec, _resume.say)
@@ -167,11 +167,6 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
             aliases[prefix + use.name] = prefix + first
 
     ck = cfg.checkpoint
-    run = None
-    if out_dir is not False and is_main:
-        run = RunDir(out_dir if out_dir not in (None, True) else default_run_dir(spec.path), spec,
-                     history=resumed.state["history"] if resumed else None)
-    checkpointing = run is not None and (ck.every_epochs is not None or ck.every_steps is not None)
     display = make_progress(progress if is_main else False)
 
     steps_per_epoch, epochs = b.steps_per_epoch, b.epochs
@@ -267,12 +262,6 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
     step, nan_skips, stop_reason = 0, 0, "epochs"
     total_samples, total_train_seconds, last_saved = 0, 0.0, -1
     last_finite: float | None = None
-    info = (f"training {Path(spec.path).name} on {runtime.describe()}{distributed.describe()}: {len(split):,} training samples, "
-            f"{steps_per_epoch} steps per epoch" + (f", run folder {run.path}" if run else ""))
-    display.start(epochs=epochs, steps_per_epoch=steps_per_epoch, info=info)
-    stop_vote = distributed.StopVote(stop_flag)
-    for note in dict.fromkeys(notes):
-        display.message(note)
     start_epoch, start_sample, carried = 0, 0, None     # where a resumed run picks up
     global_batch = b.batch_size * distributed.world().size
     if resumed is not None:
@@ -287,6 +276,18 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
         carried = partial(state) if start_sample else None
         distributed.reseed_after_resume(cfg.seed, step, generator)
         last_finite = carried["last_finite"] if carried else None
+    run = None              # after restore: a checkpoint that does not fit leaves the folder as it was
+    if out_dir is not False and is_main:
+        run = RunDir(out_dir if out_dir not in (None, True) else default_run_dir(spec.path), spec,
+                     history=resumed.state["history"] if resumed else None,
+                     resumed_step=resumed.state["step"] if resumed else None)
+    checkpointing = run is not None and (ck.every_epochs is not None or ck.every_steps is not None)
+    info = (f"training {Path(spec.path).name} on {runtime.describe()}{distributed.describe()}: {len(split):,} training samples, "
+            f"{steps_per_epoch} steps per epoch" + (f", run folder {run.path}" if run else ""))
+    display.start(epochs=epochs, steps_per_epoch=steps_per_epoch, info=info)
+    stop_vote = distributed.StopVote(stop_flag)
+    for note in dict.fromkeys(notes):
+        display.message(note)
     t_setup = time.perf_counter() - t_start
     t_loop = time.perf_counter()
     try:
