@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -17,10 +18,20 @@ SPEC = ROOT / "specs" / "digits_mlp.nn"
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def source(tmp_path_factory) -> Path:
+    """A copy of the repository: setuptools builds in the source folder (build/, *.egg-info),
+    and a stale build/lib in the checkout could slip deleted modules into a later wheel."""
+    copy = tmp_path_factory.mktemp("source") / "nnspec"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "runs", "*.egg-info",
+                                                              "__pycache__", ".pytest_cache", ".hypothesis"))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def wheel(source, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("wheel")
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(folder),
-                          str(ROOT)], capture_output=True, text=True, timeout=300)
+                          str(source)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     (built,) = folder.glob("nnspec-*.whl")
     return built
@@ -80,14 +91,14 @@ def test_validate_fmt_and_summary_run_without_torch_and_train_says_what_is_missi
 
 
 @pytest.mark.slow
-def test_pip_install_in_a_fresh_venv_brings_no_torch(tmp_path):
-    """`pip install <repo>` (not editable) into a venv without the system's packages: lark, numpy,
+def test_pip_install_in_a_fresh_venv_brings_no_torch(wheel, tmp_path):
+    """`pip install nnspec-*.whl` (built from the repo) into a venv without the system's packages: lark, numpy,
     rich and safetensors come from the index, torch does not, and the checking commands work."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(ROOT)], env=env,
+    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(wheel)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],

@@ -189,11 +189,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoints = self.path / "checkpoints"
         self.checkpoints.mkdir(exist_ok=True)
-        for name in (SUMMARY_FILE, WEIGHTS_FILE):       # the completion marker first
-            (self.path / name).unlink(missing_ok=True)
-        for old in [*self.checkpoints.glob("*.pt"), *self.checkpoints.glob(".*.tmp")]:
-            if history is None or (resumed_step is not None and (numbered_position(old) or (-1,))[0] > resumed_step):
-                old.unlink(missing_ok=True)
+        self._clear_past(fresh=history is None, resumed_step=resumed_step)
         rows = [dict(r) for r in history or ()]
         self._fields: list[str] | None = list(rows[0]) if rows else None
         atomic_write_bytes(self.path / METRICS_JSONL, "".join(self._jsonl_line(r) for r in rows).encode())
@@ -204,6 +200,19 @@ class RunDir:
         self._csv_file = open(self.path / METRICS_CSV, "a", encoding="utf-8", newline="")
         self._periodic: list[Path] = sorted((p for p in self.checkpoints.glob("*.pt") if numbered_position(p)),
                                             key=numbered_position)
+
+    def _clear_past(self, fresh: bool, resumed_step: int | None) -> None:
+        """Remove what this run moves past: the completion marker first, then the weights, a
+        killed run's unfinished atomic writes, and checkpoints (all of them for a fresh run;
+        numbered ones past `resumed_step` for a resumed one)."""
+        for name in (SUMMARY_FILE, WEIGHTS_FILE):
+            (self.path / name).unlink(missing_ok=True)
+        for partial in [*self.path.glob(".*.tmp"), *self.checkpoints.glob(".*.tmp")]:
+            partial.unlink(missing_ok=True)
+        for old in self.checkpoints.glob("*.pt"):
+            at = numbered_position(old)
+            if fresh or (resumed_step is not None and at is not None and at[0] > resumed_step):
+                old.unlink(missing_ok=True)
 
     @staticmethod
     def _jsonl_line(row: Mapping[str, Any]) -> str:

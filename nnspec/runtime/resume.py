@@ -160,11 +160,10 @@ def locate(spec, target: str | Path | bool | None, out_dir: str | Path | None) -
         run_dir = Path(target)
     if run_dir.is_file():
         try:
-            state = read(run_dir)
+            return Resumed(read(run_dir), run_dir, run_dir.parent.parent, [])
         except ValueError as err:
             raise error("E911", f"--resume: {err}", _span(spec),
                         "resume from the run folder to fall back to an older checkpoint") from None
-        return Resumed(state, run_dir, run_dir.parent.parent, [])
     if not run_dir.is_dir():
         raise error("E910", f"--resume: no such checkpoint or run folder: {run_dir}", _span(spec))
     _drop_temp_files(run_dir)
