@@ -42,15 +42,17 @@ def build(spec: Spec | str | os.PathLike, *, overrides: Sequence[str] | dict | N
 def train(spec_or_path: Spec | str | os.PathLike, *, overrides: Sequence[str] | dict | None = None,
           out_dir: str | os.PathLike | bool | None = None, progress=None,
           resume: str | os.PathLike | bool | None = None, allow_changed_spec: bool = False,
-          _handle_signals: bool = False):
+          force: bool = False, _handle_signals: bool = False):
     """Train a spec and return a `Result` (.history, .model, .test_metrics, .out_dir, .best).
 
     out_dir: the run folder (default runs/<spec-stem>-<YYYYmmdd-HHMMSS>; False writes nothing).
     progress: None picks rich on a terminal and plain lines otherwise; False prints nothing.
     resume: continue exactly from a checkpoint file or run folder (True: out_dir, or the newest
-    runs/<stem>-* folder); a changed spec is refused unless allow_changed_spec.
+    runs/<stem>-* folder; none yet: start fresh); a changed spec is refused unless allow_changed_spec.
+    force: start afresh in an out_dir that holds an earlier run, deleting its files (without
+    force or resume such a folder is refused, E914).
     _handle_signals (the CLI): SIGINT/SIGTERM checkpoint and raise TrainingInterrupted."""
     from nnspec.runtime.trainer import train as _train
     return _train(_spec(spec_or_path, overrides), out_dir=Path(out_dir) if isinstance(out_dir, (str, os.PathLike))
                   else out_dir, progress=progress, resume=resume, allow_changed_spec=allow_changed_spec,
-                  handle_signals=_handle_signals)
+                  handle_signals=_handle_signals, force=force)

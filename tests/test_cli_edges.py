@@ -166,7 +166,7 @@ def test_train_without_torch_says_how_to_install_it(tmp_path):
     assert run("validate", str(DIGITS), env=env).returncode == 0          # checking never needs torch
     out = run("train", str(DIGITS), "--quiet", "--out", str(tmp_path / "run"), env=env)
     assert out.returncode == 1, out.output
-    assert "PyTorch is needed to train" in out.stderr and "pip install torch" in out.stderr
+    assert "needs PyTorch to train" in out.stderr and "pip install 'nnspec[torch]'" in out.stderr
     assert "Traceback" not in out.output and not (tmp_path / "run").exists()
 
 

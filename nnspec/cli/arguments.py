@@ -57,14 +57,21 @@ def _run_commands(sub) -> None:
     q = sub.add_parser("train", help="train the spec's model")
     q.add_argument("spec", metavar="SPEC")
     _add_set(q)
-    q.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>)")
+    q.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>); one that already holds "
+                   "files is refused unless --resume or --force")
     q.add_argument("--quiet", action="store_true", help="no progress output")
     q.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training in N local processes (global batch = N × batch); "
                         "for several machines use torchrun (see README)")
     q.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue a run exactly: PATH is a checkpoint or run folder; alone, the --out folder "
-                        "or the newest runs/<spec>-* folder (a corrupt checkpoint falls back to an older one)")
+                        "or the newest runs/<spec>-* folder, from its newest valid checkpoint (a corrupt one falls "
+                        "back to an older one), or a fresh start when there is no checkpoint yet: one command line "
+                        "for a preemptible job's first and later starts")
+    q.add_argument("--force", action="store_true",
+                   help="start afresh in an --out folder holding an earlier run: DELETES that run's files there "
+                        "(spec.nn, versions.json, metrics.*, checkpoints/*.pt, weights.safetensors, summary.json); "
+                        "other files are left alone")
     q.add_argument("--allow-changed-spec", action="store_true",
                    help="resume even though the spec or --set values changed (e.g. more epochs)")
     q.epilog = ("exit codes: 0 done, 1 spec or training error, 2 usage, 3 stopped by SIGINT/SIGTERM after "

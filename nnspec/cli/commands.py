@@ -149,9 +149,9 @@ def _torch_missing(command: str) -> bool:
     try:
         import torch  # noqa: F401
     except (ImportError, OSError) as err:       # OSError: a torch build whose libraries fail to load
-        print(f"nnspec {command}: error: PyTorch is needed to {command}, but `import torch` failed "
+        print(f"nnspec {command}: error: needs PyTorch to {command}, but `import torch` failed "
               f"({type(err).__name__}: {err}).\n  Install a torch build for this machine "
-              "(https://pytorch.org/get-started/locally/), e.g. `pip install torch`, then run the command again; "
+              "(https://pytorch.org/get-started/locally/), or `pip install 'nnspec[torch]'` for the CPU/default build, then run the command again; "
               "`validate`, `fmt` and `summary` work without torch.", file=sys.stderr)
         return True
     return False
@@ -174,7 +174,7 @@ def cmd_train(args) -> int:
     progress = None if not args.quiet else False
     try:
         train(spec, out_dir=args.out, progress=progress, resume=args.resume,
-              allow_changed_spec=args.allow_changed_spec, _handle_signals=True)
+              allow_changed_spec=args.allow_changed_spec, force=args.force, _handle_signals=True)
     except NnspecError as err:
         _print_diagnostics(err.diagnostics, {**spec.source_texts, **err.sources}, "text", out=sys.stderr)
         return EXIT_INVALID

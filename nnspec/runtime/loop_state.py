@@ -181,8 +181,11 @@ class Checkpointer:
     def __init__(self, run: Any, config: CheckpointConfig, state: Callable[[int, int, int], dict],
                  last_saved: int = -1):
         self.run, self.config, self.state = run, config, state
-        self.enabled = run is not None and (config.every_epochs is not None or config.every_steps is not None)
         self.last_saved = last_saved            # the step of the last epoch-end checkpoint
+
+    @property
+    def enabled(self) -> bool:
+        return self.run is not None and (self.config.every_epochs is not None or self.config.every_steps is not None)
 
     def step_due(self, step: int) -> bool:
         return self.enabled and bool(self.config.every_steps) and step % self.config.every_steps == 0

@@ -8,9 +8,13 @@ bitwise equal to an uninterrupted run. With another number of processes (or batc
 rest of the epoch is batched afresh: every sample is still read exactly once.
 
 Which checkpoint: `--resume FILE` loads that file; `--resume RUN_FOLDER` (or `--out DIR
---resume`) tries last.pt then the numbered checkpoints, newest first, and says so when it
-skips a truncated or corrupted one; bare `--resume` picks the newest runs/<stem>-<time>
-folder of the spec. best.pt is never resumed from: it is not the newest state.
+--resume`) takes the loadable checkpoint with the highest recorded step (last.pt or a numbered
+one: a kill can land between writing a numbered checkpoint and linking last.pt to it), and
+says so when it skips a truncated or corrupted one; bare `--resume` picks the newest
+runs/<stem>-<time> folder of the spec. best.pt is never resumed from: it is not the newest
+state. The run folder then removes numbered checkpoints past the one resumed from (outputs.py).
+When there is no checkpoint yet, bare `--resume` starts fresh and says so (see `plan`), so a
+preemptible job uses one command line for its first and every later start.
 
 The spec must be unchanged (the checkpoint keeps every source text); a changed spec is refused
 with a unified diff unless `allow_changed` (e.g. more epochs or steps).
@@ -29,9 +33,9 @@ import numpy as np
 import torch
 
 from nnspec.errors import Span, error
-from nnspec.runtime.outputs import load_checkpoint
+from nnspec.runtime.distributed import world
+from nnspec.runtime.outputs import SUMMARY_FILE, load_checkpoint, numbered_position
 
-_NUMBERED = re.compile(r"^epoch(\d+)-step(\d+)\.pt$")
 _REQUIRED = ("model", "optimizer", "epoch", "batch", "step", "rng", "history", "spec")
 
 
@@ -63,17 +67,39 @@ def read(path: Path) -> dict:
     return state
 
 
-def candidates(run_dir: Path) -> list[Path]:
-    """last.pt, then numbered checkpoints newest first (best.pt excluded)."""
+def _numbered(run_dir: Path) -> list[tuple[int, Path]]:
+    """The numbered checkpoints with the step their name records, newest first."""
     folder = run_dir / "checkpoints"
-    numbered = []
-    for p in folder.glob("epoch*-step*.pt") if folder.is_dir() else ():
-        m = _NUMBERED.match(p.name)
-        if m:
-            numbered.append((int(m.group(2)), int(m.group(1)), p))
-    ordered = [p for _, _, p in sorted(numbered, reverse=True)]
-    last = folder / "last.pt"
-    return ([last] if last.exists() else []) + ordered
+    found = [(at, p) for p in (folder.glob("*.pt") if folder.is_dir() else ()) if (at := numbered_position(p))]
+    return [(at[0], p) for at, p in sorted(found, reverse=True)]
+
+
+def candidates(run_dir: Path) -> list[Path]:
+    """Every checkpoint a run folder could resume from: last.pt and the numbered ones (best.pt excluded)."""
+    last = run_dir / "checkpoints" / "last.pt"
+    return ([last] if last.exists() else []) + [p for _, p in _numbered(run_dir)]
+
+
+def newest_valid(run_dir: Path) -> tuple[Path | None, dict | None, list[str]]:
+    """The loadable checkpoint with the highest recorded step, and "file: reason" for each
+    unusable one passed over. last.pt only links the newest numbered checkpoint after that is
+    written, so a kill in between leaves it one behind: a numbered checkpoint of a higher step
+    wins over it; at an equal step last.pt wins (the end-of-run state after the epoch's row)."""
+    skipped: list[str] = []
+    last, last_state = run_dir / "checkpoints" / "last.pt", None
+    if last.exists():
+        try:
+            last_state = read(last)
+        except ValueError as err:
+            skipped.append(str(err))
+    for step, path in _numbered(run_dir):
+        if last_state is not None and step <= int(last_state["step"]):
+            break
+        try:
+            return path, read(path), skipped
+        except ValueError as err:
+            skipped.append(str(err))
+    return (last, last_state, skipped) if last_state is not None else (None, None, skipped)
 
 
 def newest_run(spec_path: str, root: str | Path = "runs") -> Path | None:
@@ -86,6 +112,38 @@ def newest_run(spec_path: str, root: str | Path = "runs") -> Path | None:
         if m and p.is_dir() and candidates(p):
             found.append((m.group(1), int(m.group(2) or 1), p))
     return max(found)[2] if found else None
+
+
+def plan(spec, target: str | Path | bool | None, out_dir: str | Path | bool | None,
+         force: bool = False) -> Resumed | None:
+    """Where a run starts: a loaded checkpoint to resume from, or None for a fresh run.
+
+    Without `target`, an `out_dir` that already holds files is refused (E914) unless `force`
+    (the fresh run's RunDir then deletes the earlier run's files). Bare `--resume` (True) with
+    no checkpoint yet starts fresh and says so, so one command line serves a preemptible job's
+    first and later starts; a folder whose checkpoints are all unusable is an error (E911), and
+    so is a finished run with no checkpoint (E914): starting afresh there would lose it."""
+    folder = Path(out_dir) if isinstance(out_dir, (str, Path)) else None
+    if target in (None, False):
+        if folder is not None and not force and folder.is_dir() and any(folder.iterdir()):
+            raise error("E914", f"the run folder {folder} already holds files (an earlier run); "
+                                "nnspec does not train over them", _span(spec),
+                        "pass --resume to continue that run, or --force to start afresh there (deleting "
+                        "the earlier run's files); or choose another --out")
+        return None
+    if target is True or target == "":
+        run_dir = folder if folder is not None else newest_run(spec.path)
+        if run_dir is None:
+            say(f"--resume: no run of `{Path(spec.path).stem}` with a checkpoint under runs/ yet: starting fresh")
+            return None
+        if not candidates(run_dir):
+            if (run_dir / SUMMARY_FILE).exists() and not force:
+                raise error("E914", f"--resume: {run_dir} holds a finished run without checkpoints: there is "
+                                    "nothing to resume", _span(spec),
+                            "pass --force (instead of --resume) to train afresh there, or choose another --out")
+            say(f"--resume: no checkpoint in {run_dir} yet: starting fresh")
+            return None
+    return locate(spec, target, out_dir)
 
 
 def locate(spec, target: str | Path | bool | None, out_dir: str | Path | None) -> Resumed:
@@ -108,17 +166,20 @@ def locate(spec, target: str | Path | bool | None, out_dir: str | Path | None) -
                         "resume from the run folder to fall back to an older checkpoint") from None
     if not run_dir.is_dir():
         raise error("E910", f"--resume: no such checkpoint or run folder: {run_dir}", _span(spec))
-    for tmp in (run_dir / "checkpoints").glob(".*.tmp"):      # partial writes of a killed run
-        tmp.unlink(missing_ok=True)
-    skipped = []
-    for path in candidates(run_dir):
-        try:
-            return Resumed(read(path), path, run_dir, skipped)
-        except ValueError as err:
-            skipped.append(str(err))
-    why = "".join(f"\n  {s}" for s in skipped) or " (no checkpoints)"
-    raise error("E911", f"--resume: no usable checkpoint in {run_dir / 'checkpoints'}{why}", _span(spec),
-                "checkpoints are written when `train { checkpoint(...) }` says so")
+    _drop_temp_files(run_dir)
+    path, state, skipped = newest_valid(run_dir)
+    if path is None:
+        why = "".join(f"\n  {s}" for s in skipped) or " (no checkpoints)"
+        raise error("E911", f"--resume: no usable checkpoint in {run_dir / 'checkpoints'}{why}", _span(spec),
+                    "checkpoints are written when `train { checkpoint(...) }` says so")
+    return Resumed(state, path, run_dir, skipped)
+
+
+def _drop_temp_files(run_dir: Path) -> None:
+    """Partial writes of a killed run (only the main process deletes: the others only read)."""
+    if world().is_main:
+        for tmp in (run_dir / "checkpoints").glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def spec_record(spec) -> dict:

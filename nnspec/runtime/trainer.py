@@ -67,18 +67,18 @@ class Result:
 
 def train(spec: Spec, *, out_dir: str | Path | bool | None = None, progress: "bool | None | Progress" = None,
           resume: str | Path | bool | None = None, allow_changed_spec: bool = False,
-          handle_signals: bool = False) -> Result:
-    """Train a checked spec. `out_dir`: the run folder (None: runs/<stem>-<time>; False: none).
-    `resume`: a checkpoint file or run folder (True: `out_dir`, else the newest runs/<stem>-*),
-    see runtime/resume.py. `handle_signals`: SIGINT/SIGTERM checkpoint after the current step
-    and raise TrainingInterrupted (runtime/signals.py).
+          handle_signals: bool = False, force: bool = False) -> Result:
+    """Train a checked spec. `out_dir`: the run folder (None: runs/<stem>-<time>; False: none);
+    one that holds files is refused unless resuming or `force` (start afresh, deleting them).
+    `resume`: a checkpoint file or run folder (True: `out_dir`, else the newest runs/<stem>-*;
+    no checkpoint yet: start fresh), see runtime/resume.py. `handle_signals`: SIGINT/SIGTERM
+    checkpoint after the current step and raise TrainingInterrupted (runtime/signals.py).
     Raises NnspecError (located in the spec) for missing sections, bad data, a diverging loss."""
+    from nnspec.runtime import resume as _resume
     from nnspec.runtime.signals import StopFlag
     with spec_errors(spec), StopFlag(handle_signals) as stop_flag:
-        resumed = None
-        if resume not in (None, False):
-            from nnspec.runtime import resume as _resume
-            resumed = _resume.locate(spec, resume, out_dir if out_dir is not False else None)
+        resumed = _resume.plan(spec, resume, out_dir, force)      # None: a fresh run
+        if resumed is not None:
             for why in resumed.skipped:
                 _resume.say(f"skipping {why}")
             _resume.check_spec(resumed, spec, allow_changed_spec, _resume.say)
@@ -180,10 +180,6 @@ def _set_up(spec: Spec, b: Built, forwards, out_dir, progress, resumed, stop_fla
     wanted = {best.name} | ({stopper.name} if stopper else set())
     train_metrics = list(b.metrics.values()) if any(w.startswith("train_") and w != "train_loss"
                                                      for w in wanted) else []
-    run = None
-    if out_dir is not False and is_main:
-        run = RunDir(out_dir if out_dir not in (None, True) else default_run_dir(spec.path), spec,
-                     history=resumed.state["history"] if resumed else None)
     shown = next((i for i, g in enumerate(b.optimizer.param_groups) if g.get("name") == "default"), 0)
 
     def lr() -> float:        # param_groups is read each time: loading a checkpoint replaces it
@@ -193,19 +189,25 @@ def _set_up(spec: Spec, b: Built, forwards, out_dir, progress, resumed, stop_fla
     scaler = b.runtime.scaler()
     split = distributed.shard(b.data.train)
     per_epoch_lr = spec.schedule is not None and spec.schedule.interval == "epoch"
-    loop = _Loop(spec, b, forwards, scaler, generator, run, make_progress(progress if is_main else False),
+    loop = _Loop(spec, b, forwards, scaler, generator, None, make_progress(progress if is_main else False),
                  distributed.StopVote(stop_flag), stop_flag, split, train_metrics, list(b.metrics.values()), lr,
                  per_epoch_lr, cfg.log_every or max(10, math.ceil(b.steps_per_epoch / 10)), guard, best, stopper,
                  Stepper(b, forwards, scaler, train_metrics, guard, split, per_epoch_lr))
-    loop.saver = Checkpointer(run, cfg.checkpoint, functools.partial(_checkpoint_state, loop))
+    loop.saver = Checkpointer(None, cfg.checkpoint, functools.partial(_checkpoint_state, loop))
+    if resumed is not None:
+        _resume(loop, resumed.state)
+    run = None              # after the restore: a checkpoint that does not fit leaves the folder as it was
+    if out_dir is not False and is_main:
+        run = RunDir(out_dir if out_dir not in (None, True) else default_run_dir(spec.path), spec,
+                     history=resumed.state["history"] if resumed else None,
+                     resumed_step=resumed.state["step"] if resumed else None)
+    loop.run = loop.saver.run = run
     info = (f"training {Path(spec.path).name} on {b.runtime.describe()}{distributed.describe()}: "
             f"{len(split):,} training samples, {b.steps_per_epoch} steps per epoch"
             + (f", run folder {run.path}" if run else ""))
     loop.display.start(epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, info=info)
     for note in dict.fromkeys(notes):
         loop.display.message(note)
-    if resumed is not None:
-        _resume(loop, resumed.state)
     return loop
 
 
