@@ -43,6 +43,7 @@ from nnspec.runtime.evaluation import evaluate_split, preflight
 from nnspec.runtime.resume import rng_state
 from nnspec.runtime.outputs import RunDir, default_run_dir, overrides_of
 from nnspec.runtime.progress import Progress, make_progress
+from nnspec.runtime.threads import choose as choose_threads, kept as threads_kept
 
 _AUGMENT_TAG = 0xA06
 
@@ -89,7 +90,7 @@ def train(spec: Spec, *, out_dir: str | Path | bool | None = None, progress: "bo
     and raise TrainingInterrupted (runtime/signals.py).
     Raises NnspecError (located in the spec) for missing sections, bad data, a diverging loss."""
     from nnspec.runtime.signals import StopFlag
-    with spec_errors(spec), StopFlag(handle_signals) as stop_flag:
+    with spec_errors(spec), StopFlag(handle_signals) as stop_flag, threads_kept():
         resumed = None
         if resume not in (None, False):
             from nnspec.runtime import resume as _resume
@@ -181,9 +182,12 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
     split = distributed.shard(data.train)         # this rank's part of each global batch
     drop_last = spec.data.drop_last and not full_batch
     shuffle = spec.data.shuffle and not full_batch
+    threads = choose_threads(cfg.threads, b, split, seed=cfg.seed, world_size=distributed.world().size,
+                             resumed_state=resumed.state if resumed else None)     # runtime/threads.py
 
     def checkpoint_state(epoch: int, batch: int, step: int, history: list) -> dict:
-        return {"format": 1, "world_size": distributed.world().size, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        return {"format": 1, "world_size": distributed.world().size, "threads": threads.count,
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "schedule": sched.state_dict() if sched is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "epoch": epoch, "batch": batch, "sample": consumed if batch else 0, "step": step, "rng": rng_state(generator),
@@ -267,7 +271,7 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
     step, nan_skips, stop_reason = 0, 0, "epochs"
     total_samples, total_train_seconds, last_saved = 0, 0.0, -1
     last_finite: float | None = None
-    info = (f"training {Path(spec.path).name} on {runtime.describe()}{distributed.describe()}: {len(split):,} training samples, "
+    info = (f"training {Path(spec.path).name} on {runtime.describe()}{threads.describe()}{distributed.describe()}: {len(split):,} training samples, "
             f"{steps_per_epoch} steps per epoch" + (f", run folder {run.path}" if run else ""))
     display.start(epochs=epochs, steps_per_epoch=steps_per_epoch, info=info)
     stop_vote = distributed.StopVote(stop_flag)
@@ -465,7 +469,8 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
             "test": test,
             "best": best.state(),
             "epochs": len(history), "steps": step, "stopped": stop_reason, "nan_skips": nan_skips,
-            "device": str(device), "precision": runtime.precision, "spec": spec.path, "digest": spec.digest,
+            "device": str(device), "precision": runtime.precision, "threads": threads.record(),
+            "spec": spec.path, "digest": spec.digest,
             "seconds": {"setup": t_setup, "loop": t_loop, "test": t_test,
                         "total": time.perf_counter() - t_start},
             "samples_per_s": total_samples / total_train_seconds if total_train_seconds > 0 else None,
