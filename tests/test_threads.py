@@ -117,6 +117,21 @@ def test_distributed_ranks_share_the_cores_and_accelerators_are_left_alone(monke
     assert threads.share_of_cores(2) == 2 and threads.share_of_cores(8) == 1
 
 
+@pytest.mark.parametrize("timings, chosen", [({1: 1.0, 2: 0.5}, (2, "measured")),
+                                             ({1: 1.0, 2: 0.97}, (1, "measured")),    # a near-tie: 1 thread
+                                             ({1: 0.3, 2: 1.2}, (1, "measured")),
+                                             ({}, (2, "default"))])                   # measuring failed
+def test_auto_keeps_the_faster_count_and_near_ties_go_to_one_thread(monkeypatch, timings, chosen):
+    monkeypatch.setattr(threads, "measure", lambda *a: timings)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        got = threads.choose("auto", SimpleNamespace(device=torch.device("cpu")), None)
+        assert (got.count, got.how) == chosen and torch.get_num_threads() == chosen[0]
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("value", ["0", "-2", "many", "1.5"])
 def test_a_thread_count_below_one_or_not_a_count_is_a_located_error(value):
     text = SPEC.replace("THREADS", f"threads {value}")

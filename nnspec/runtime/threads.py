@@ -10,9 +10,12 @@ The rule (`train { threads ... }`, CPU only; on an accelerator torch's setting i
   threads auto  (the default) in one process: before the first step, time a few training steps
                 on a scratch copy of the model and optimizer (same batch, torch's RNG restored,
                 so the run itself is untouched) with 1 thread and with torch's default, and keep
-                the faster. Under a distributed launch: no measuring (ranks must agree), torch's
-                count capped at this rank's share of the cores, cores // local ranks — the
-                share `nnspec train --nproc N` gives each worker (`share_of_cores`).
+                the faster; torch's default must be 5% faster to win (near-ties go to 1 thread:
+                it loses little on a quiet machine, nothing when load comes later, and a stable
+                choice keeps fresh runs on the same bits). Under a distributed launch: no
+                measuring (ranks must agree), torch's count capped at this rank's share of the
+                cores, cores // local ranks — the share `nnspec train --nproc N` gives each
+                worker (`share_of_cores`).
   resume        a resumed `threads auto` run uses the count its checkpoint recorded (same
                 number of processes), so it continues bitwise like the uninterrupted run.
 
@@ -44,6 +47,7 @@ ROUNDS = 3                 # interleaved timing rounds per candidate count
 ROUND_S = 0.02             # aim for this much stepping per candidate per round
 MAX_STEPS_PER_ROUND = 10
 SLOW_STEP_S = 1.0          # a step slower than this is timed once per candidate (measuring is not free)
+MORE_THREADS_GAIN = 1.05   # more threads must be this much faster than 1 to be chosen
 
 
 def cores() -> int:
@@ -112,7 +116,7 @@ def choose(setting: int | str, built, split, *, seed: int = 0, resumed_state: di
     timings = measure(built, split, (1, default), seed)
     if not timings:
         return Threads(default, "default").apply()
-    best = min(timings, key=timings.get)
+    best = default if timings[1] > MORE_THREADS_GAIN * timings[default] else 1
     return Threads(best, "measured", step_s=timings).apply()
 
 
@@ -135,18 +139,17 @@ def measure(built, split, counts: tuple[int, ...], seed: int) -> dict[int, float
             t = time.perf_counter()
             step(x, y)
             first[n] = time.perf_counter() - t
-        slowest = max(first.values())
-        if slowest > SLOW_STEP_S:
+        if max(first.values()) > SLOW_STEP_S:
             return first
-        per_round = max(1, min(MAX_STEPS_PER_ROUND, int(ROUND_S / max(slowest, 1e-6))))
+        per_round = {n: max(1, min(MAX_STEPS_PER_ROUND, int(ROUND_S / max(s, 1e-6)))) for n, s in first.items()}
         samples: dict[int, list[float]] = {n: [first[n]] for n in counts}
         for _ in range(ROUNDS):
             for n in counts:
                 torch.set_num_threads(n)
                 t = time.perf_counter()
-                for _ in range(per_round):
+                for _ in range(per_round[n]):
                     step(x, y)
-                samples[n].append((time.perf_counter() - t) / per_round)
+                samples[n].append((time.perf_counter() - t) / per_round[n])
         return {n: statistics.median(s) for n, s in samples.items()}
     except Exception:          # a plugin optimizer that cannot be deep-copied, an odd data source, ...
         return {}
