@@ -17,6 +17,11 @@ What is timed:
 
     python benchmarks/under_load.py [--steps 600] [--rounds 3] [--hand-threads N]
 
+Per round it also prints the CPU seconds this process used per wall second of the measurement
+("cores used"; for nnspec the whole `nnspec.train` call, set-up included): a one-thread run that
+slows down under load while using well under one core got less of the machine from the
+scheduler; it did not waste what it got.
+
 The question it answers: does loaded throughput stay ≥ 0.8× of quiet (the "loaded/quiet" column),
 without quiet throughput dropping below the hand loop's. On a machine shared with other work
 the numbers are noisy; run it several times.
@@ -133,17 +138,21 @@ def main() -> None:
         hand_loop(x, y, 50, hand_threads)               # warm up both (allocator, kernels, imports)
         nnspec_loop(spec_file(Path(tmp), 50))
         speed: dict[tuple[str, bool], list[float]] = {}
+        cores_used: dict[tuple[str, bool], list[float]] = {}      # CPU seconds per wall second
         chosen: dict[bool, Counter] = {False: Counter(), True: Counter()}
         for r in range(args.rounds):
             order = [("nnspec", False), ("hand", False), ("nnspec", True), ("hand", True)]
             for which, loaded in order if r % 2 == 0 else order[::-1]:
                 with busy_process(loaded):
+                    wall, cpu = time.perf_counter(), time.process_time()
                     if which == "hand":
                         value = hand_loop(x, y, args.steps, hand_threads)
                     else:
                         value, count = nnspec_loop(path)
                         chosen[loaded][count] += 1
+                    share = (time.process_time() - cpu) / (time.perf_counter() - wall)
                 speed.setdefault((which, loaded), []).append(value)
+                cores_used.setdefault((which, loaded), []).append(share)
         med = statistics.median
         print(f"{'':34s} {'quiet':>12s} {'1 busy process':>16s} {'loaded/quiet':>13s}")
         for which, label in (("nnspec", "nnspec.train (threads auto)"),
@@ -153,7 +162,8 @@ def main() -> None:
         for which in ("nnspec", "hand"):
             for loaded in (False, True):
                 runs = ", ".join(f"{v:,.0f}" for v in speed[(which, loaded)])
-                print(f"  {which} {'loaded' if loaded else 'quiet '} per round: {runs}")
+                used = ", ".join(f"{c:.2f}" for c in cores_used[(which, loaded)])
+                print(f"  {which} {'loaded' if loaded else 'quiet '} per round: {runs}; cores used: {used}")
         for loaded in (False, True):
             picks = ", ".join(f"{n} thread(s) × {k}" for n, k in sorted(chosen[loaded].items()))
             print(f"threads auto chose, {'loaded' if loaded else 'quiet'}: {picks}")
