@@ -16,7 +16,7 @@ from nnspec.spec.settings import DataConfig, Use
 from nnspec.errors import Span
 from nnspec.registry.catalog import Catalog
 from nnspec.builtins.augmentations.torch_impl import compose_augment
-from nnspec.runtime import batching
+from nnspec.runtime import batching, threads
 from nnspec.runtime import mapped as mapped_module
 from nnspec.runtime.mapped import MappedArray
 from nnspec.runtime.data import DataContext, DataError, load_data, normalize_tensor
@@ -430,7 +430,7 @@ def test_synthetic_images_and_tokens_are_learnable_shapes_and_dtypes():
 
 
 def test_batches_are_read_ahead_unless_every_core_computes(monkeypatch):
-    monkeypatch.setattr(batching.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     assert not batching.reads_ahead(torch.device("cpu"))

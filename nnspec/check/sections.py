@@ -76,6 +76,9 @@ TRAIN_KEYS = {
                       Param("keep_last", PositiveInt, 2), doc="when to write checkpoints, how many to keep"),
     "on_nan": key(Param("on_nan", Choice("stop", "skip")), doc="a non-finite loss stops the run, or skips the step (skip also checks the gradients)"),
     "log_every": key(Param("log_every", NonNegativeInt), doc="steps between progress updates (0: automatic)"),
+    "threads": key(Param("threads", OneOf(PositiveInt, Choice("auto", "measure"))),
+                   doc="CPU threads for torch; auto: 1 for a small step, else torch's default (same count every run); "
+                       "measure: time 1 and torch's default before the first step and keep the faster"),
 }
 
 DATA_KEYS = {
@@ -260,7 +263,7 @@ class SectionChecker:
         keys = self._keys(section, TRAIN_KEYS)
         cfg: dict[str, Any] = {"span": section.span}
         for k in ("epochs", "steps", "seed", "device", "precision", "compile", "clip_grad_norm", "clip_grad_value",
-                  "clip_weights", "accumulate", "on_nan", "log_every"):
+                  "clip_weights", "accumulate", "on_nan", "log_every", "threads"):
             if k in keys:
                 cfg[{"compile": "compile", "accumulate": "accumulate"}.get(k, k)] = next(iter(keys[k][0].values()))
         if "steps" in keys and "epochs" not in keys:

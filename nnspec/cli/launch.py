@@ -42,8 +42,9 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
     os.environ["NNSPEC_NPROC"] = str(nproc)          # the workers' resume hint repeats --nproc
+    from nnspec.runtime.threads import share_of_cores
     if "OMP_NUM_THREADS" not in os.environ:        # share the cores instead of oversubscribing them
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+        os.environ["OMP_NUM_THREADS"] = str(share_of_cores(nproc))
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed.elastic")]:
         logging.getLogger(name).setLevel(logging.ERROR)      # each sets its own level: quiet them all
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"nnspec-{uuid.uuid4().hex[:8]}",

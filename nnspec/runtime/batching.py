@@ -10,7 +10,6 @@ ahead by a worker thread when a core is free for it (see `reads_ahead`).
 """
 from __future__ import annotations
 
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -234,9 +233,8 @@ def reads_ahead(device: torch.device) -> bool:
     in-memory in the foreground, 0.81–0.83× with the thread)."""
     if device.type != "cpu":
         return True
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return torch.get_num_threads() * local_ranks < cores
+    from nnspec.runtime.threads import cores, local_ranks
+    return torch.get_num_threads() * local_ranks() < cores()
 
 
 def _read_ahead(load, order, spans, pin: bool):

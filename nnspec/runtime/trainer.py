@@ -48,6 +48,7 @@ from nnspec.runtime.loop_state import BestTracker, Checkpointer, EarlyStopping, 
 from nnspec.runtime.optimizer_step import Stepper
 from nnspec.runtime.outputs import RunDir, default_run_dir
 from nnspec.runtime.progress import Progress, make_progress
+from nnspec.runtime.threads import Threads, choose as choose_threads, kept as threads_kept
 from nnspec.runtime.resume import rng_state, spec_record
 from nnspec.spec.settings import Spec
 
@@ -76,7 +77,7 @@ def train(spec: Spec, *, out_dir: str | Path | bool | None = None, progress: "bo
     Raises NnspecError (located in the spec) for missing sections, bad data, a diverging loss."""
     from nnspec.runtime import resume as _resume
     from nnspec.runtime.signals import StopFlag
-    with spec_errors(spec), StopFlag(handle_signals) as stop_flag:
+    with spec_errors(spec), StopFlag(handle_signals) as stop_flag, threads_kept():
         resumed = _resume.plan(spec, resume, out_dir, force)      # None: a fresh run
         if resumed is not None:
             for why in resumed.skipped:
@@ -125,6 +126,7 @@ class _Loop:
     carried: dict | None = None             # a mid-epoch checkpoint's partial-epoch sums
     samples: int = 0                        # training samples read, all epochs
     train_seconds: float = 0.0
+    threads: Threads | None = None          # the run's CPU thread count (runtime/threads.py)
 
 
 def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Result:
@@ -185,9 +187,11 @@ def _set_up(spec: Spec, b: Built, forwards, out_dir, progress, resumed, stop_fla
     def lr() -> float:        # param_groups is read each time: loading a checkpoint replaces it
         return b.optimizer.param_groups[shown]["lr"]
 
+    split = distributed.shard(b.data.train)
+    threads = choose_threads(cfg.threads, b, split, spec.model, seed=cfg.seed, world_size=distributed.world().size,
+                             resumed_state=resumed.state if resumed else None)
     guard = NanGuard(cfg.on_nan == "skip" and NEEDS_CLOSURE not in b.flags, cfg.accumulate, spec.loss.span, lr)
     scaler = b.runtime.scaler()
-    split = distributed.shard(b.data.train)
     per_epoch_lr = spec.schedule is not None and spec.schedule.interval == "epoch"
     loop = _Loop(spec, b, forwards, scaler, generator, None, make_progress(progress if is_main else False),
                  distributed.StopVote(stop_flag), stop_flag, split, train_metrics, list(b.metrics.values()), lr,
@@ -202,7 +206,8 @@ def _set_up(spec: Spec, b: Built, forwards, out_dir, progress, resumed, stop_fla
                      history=resumed.state["history"] if resumed else None,
                      resumed_step=resumed.state["step"] if resumed else None)
     loop.run = loop.saver.run = run
-    info = (f"training {Path(spec.path).name} on {b.runtime.describe()}{distributed.describe()}: "
+    loop.threads = threads
+    info = (f"training {Path(spec.path).name} on {b.runtime.describe()}{threads.describe()}{distributed.describe()}: "
             f"{len(split):,} training samples, {b.steps_per_epoch} steps per epoch"
             + (f", run folder {run.path}" if run else ""))
     loop.display.start(epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, info=info)
@@ -256,7 +261,8 @@ def _resume(loop: _Loop, state: dict) -> None:
 def _checkpoint_state(loop: _Loop, epoch: int, batch: int, step: int) -> dict:
     """A checkpoint's contents (runtime/resume.py reads them back). `batch` > 0: mid-epoch."""
     b, spec = loop.b, loop.spec
-    return {"format": 1, "world_size": distributed.world().size, "model": b.model.state_dict(),
+    return {"format": 1, "world_size": distributed.world().size, "threads": loop.threads.count,
+            "model": b.model.state_dict(),
             "optimizer": b.optimizer.state_dict(),
             "schedule": b.scheduler.state_dict() if b.scheduler is not None else None,
             "scaler": loop.scaler.state_dict() if loop.scaler is not None else None,
@@ -379,7 +385,7 @@ def _finish(loop: _Loop, stop_reason: str, seconds: dict, t_start: float) -> tup
         "test": test,
         "best": loop.best.state(),
         "epochs": len(loop.history), "steps": loop.pos.step, "stopped": stop_reason, "nan_skips": loop.guard.skips,
-        "device": str(b.device), "precision": b.runtime.precision, "spec": spec.path, "digest": spec.digest,
+        "device": str(b.device), "precision": b.runtime.precision, "threads": loop.threads.record(), "spec": spec.path, "digest": spec.digest,
         "seconds": {**seconds, "test": t_test, "total": time.perf_counter() - t_start},
         "samples_per_s": loop.samples / loop.train_seconds if loop.train_seconds > 0 else None,
     }

@@ -117,6 +117,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     on_nan: str = "stop"                   # "stop" | "skip"
     log_every: int = 0                     # steps between progress refreshes (0: auto)
+    threads: int | str = "auto"            # CPU intra-op threads: N, "auto" or "measure" (runtime/threads.py)
     span: Span = field(default_factory=Span.unknown)
 
 
