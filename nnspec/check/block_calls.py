@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from nnspec.check.expressions import Scope as Names, evaluate
+from nnspec.check.expressions import Names, evaluate
 from nnspec.check.graph_env import Env, Shared, Slot, join
 from nnspec.check.resolve import bind_args
 from nnspec.errors import Diagnostics, NnspecError, Span

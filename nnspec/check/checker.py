@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 from nnspec.syntax import nodes as n
 from nnspec.spec.settings import Override, Spec
 from nnspec.errors import Diagnostic, Diagnostics, NnspecError, Span, did_you_mean
-from nnspec.check.expressions import Scope
+from nnspec.check.expressions import Names
 from nnspec.check.block_calls import check_params_declared_once
 from nnspec.check.consts import evaluate_consts
 from nnspec.check.model_graph import GraphChecker
@@ -247,7 +247,7 @@ class _Checker:
         if model is not None:
             check_memory(self.diags, model, s["optimizer"], s["data"])
 
-    def _definitions(self) -> tuple[Scope, dict[str, n.GraphDef]]:
+    def _definitions(self) -> tuple[Names, dict[str, n.GraphDef]]:
         """Every file's consts (evaluated, dependencies first) and blocks; each name defined once."""
         consts: dict[str, n.Const] = {}
         blocks: dict[str, n.GraphDef] = {}
@@ -259,7 +259,7 @@ class _Checker:
                     self._define_once(consts, "const", item)
                 elif isinstance(item, n.GraphDef) and item.kind == "block":
                     self._define_once(blocks, "block", item)
-        names = Scope()
+        names = Names()
         evaluate_consts(list(consts.values()), names, self.diags)
         return names, blocks
 
@@ -307,7 +307,7 @@ class _Checker:
                 self.diags.warning("W101", f"block `{name}` is never used", b.name_span)
         return model
 
-    def _settings(self, sections: dict[str, n.Setting], names: Scope) -> dict[str, Any]:
+    def _settings(self, sections: dict[str, n.Setting], names: Names) -> dict[str, Any]:
         """Each settings section checked into its spec part (None, or () for lists, when absent)."""
         sc = SectionChecker(self.catalog, self.diags, names)
         out: dict[str, Any] = {"metrics": (), "requires": ()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
-from nnspec.check.expressions import Scope, evaluate
+from nnspec.check.expressions import Names, evaluate
 from nnspec.errors import Diagnostics, NnspecError
 from nnspec.syntax import nodes as n
 
@@ -31,7 +31,7 @@ def names_in(expr: n.Expr) -> Iterator[n.Name]:
     return iter(sorted(found, key=lambda name: name.span.start))
 
 
-def evaluate_consts(consts: Sequence[n.Const], names: Scope, diags: Diagnostics) -> None:
+def evaluate_consts(consts: Sequence[n.Const], names: Names, diags: Diagnostics) -> None:
     """Evaluate `consts` (each name once) into `names`, dependencies first. A const that fails is
     recorded in `names.failed`, so its uses say nothing more (its own error is the one to fix)."""
     by_name = {c.name: c for c in consts}
@@ -62,7 +62,7 @@ def evaluate_consts(consts: Sequence[n.Const], names: Scope, diags: Diagnostics)
             pending.append(iter([r for r in names_in(by_name[ref.name].value) if r.name in by_name]))
 
 
-def _evaluate(const: n.Const, names: Scope, diags: Diagnostics, done: set[str]) -> None:
+def _evaluate(const: n.Const, names: Names, diags: Diagnostics, done: set[str]) -> None:
     if const.name in done:
         return
     done.add(const.name)

@@ -10,17 +10,17 @@ from nnspec.limits import LIMITS
 from nnspec.registry.types import CallValue, Symbol, describe
 
 
-class Scope:
+class Names:
     """Names visible to an expression: consts and parameters, innermost first."""
 
-    def __init__(self, values: Mapping[str, Any] | None = None, parent: "Scope | None" = None):
+    def __init__(self, values: Mapping[str, Any] | None = None, parent: "Names | None" = None):
         self.values = dict(values or {})
         self.parent = parent
         self.failed: set[str] = set()      # consts whose definition was already reported as wrong
 
     def has_failed(self, name: str) -> bool:
         """Whether `name` is a const whose definition failed (with an error already reported)."""
-        scope: Scope | None = self
+        scope: Names | None = self
         while scope is not None:
             if name in scope.values:
                 return False
@@ -30,7 +30,7 @@ class Scope:
         return False
 
     def lookup(self, name: str) -> tuple[bool, Any]:
-        scope: Scope | None = self
+        scope: Names | None = self
         while scope is not None:
             if name in scope.values:
                 return True, scope.values[name]
@@ -39,14 +39,14 @@ class Scope:
 
     def names(self) -> set[str]:
         out: set[str] = set()
-        scope: Scope | None = self
+        scope: Names | None = self
         while scope is not None:
             out.update(scope.values)
             scope = scope.parent
         return out
 
-    def child(self, values: Mapping[str, Any] | None = None) -> "Scope":
-        return Scope(values, self)
+    def child(self, values: Mapping[str, Any] | None = None) -> "Names":
+        return Names(values, self)
 
 
 # Pure arithmetic helpers usable in any expression, e.g. MobileNet's channel rounding:
@@ -61,7 +61,7 @@ def _fail(code: str, message: str, node, hint: str | None = None) -> NnspecError
     return NnspecError(Diagnostic("error", code, message, node.span, hint))
 
 
-def _number(value: Any, node, scope: Scope, operand) -> int | float:
+def _number(value: Any, node, scope: Names, operand) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, Symbol):
             hint = did_you_mean(value.name, scope.names()) or "define it with `const name = value` or as a parameter"
@@ -76,7 +76,7 @@ def _check_size(value: Any, node) -> Any:
     return value
 
 
-def evaluate(expr: n.Expr, scope: Scope) -> Any:
+def evaluate(expr: n.Expr, scope: Names) -> Any:
     """Evaluate `expr`; bare words that name nothing become `Symbol`s (checked where used)."""
     if isinstance(expr, (n.Number, n.String, n.Bool)):
         return _check_size(expr.value, expr)

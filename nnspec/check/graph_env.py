@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nnspec.check.expressions import Scope as Names
+from nnspec.check.expressions import Names
 from nnspec.errors import Span
 from nnspec.registry.types import TensorType
 from nnspec.spec import model as ir

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from nnspec.check.block_calls import BlockCalls
-from nnspec.check.expressions import Scope as Names, evaluate
+from nnspec.check.expressions import Names, evaluate
 from nnspec.check.graph_env import Env, Shared, Slot, Tensor, TooBig, join
 from nnspec.check.resolve import bind_args, lookup
 from nnspec.errors import Diagnostics, NnspecError, Span, did_you_mean

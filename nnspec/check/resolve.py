@@ -6,7 +6,7 @@ from typing import Sequence
 from nnspec.syntax import nodes as n
 from nnspec.registry.binding import bind
 from nnspec.errors import Diagnostics, NnspecError, Span, did_you_mean
-from nnspec.check.expressions import Scope, evaluate
+from nnspec.check.expressions import Names, evaluate
 from nnspec.registry.catalog import Catalog, Component, Conflict, PluginLoadError
 from nnspec.registry.types import Args, Symbol
 
@@ -39,7 +39,7 @@ def lookup(catalog: Catalog, kind: str, name: str, span: Span, diags: Diagnostic
     return found
 
 
-def bind_args(params, args: Sequence[n.Arg], node, label: str, check, names: Scope,
+def bind_args(params, args: Sequence[n.Arg], node, label: str, check, names: Names,
               diags: Diagnostics) -> Args | None:
     """Evaluate and bind call arguments, reporting each problem at the argument it concerns.
 
@@ -73,7 +73,7 @@ def bind_args(params, args: Sequence[n.Arg], node, label: str, check, names: Sco
     return result
 
 
-def use_of(catalog: Catalog, kind: str, expr: n.Expr, names: Scope, diags: Diagnostics):
+def use_of(catalog: Catalog, kind: str, expr: n.Expr, names: Names, diags: Diagnostics):
     """A component written as a value: `adamw(lr = 1e-3)` or a bare `accuracy`."""
     from nnspec.spec.settings import Use
     if isinstance(expr, n.Call):

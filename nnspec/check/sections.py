@@ -14,7 +14,7 @@ from nnspec.syntax import nodes as n
 from nnspec.spec.settings import (CheckpointConfig, DataConfig, EarlyStop, OptimizerConfig, ParamGroup, ScheduleConfig,
                            TrainConfig, Use)
 from nnspec.errors import Diagnostics, did_you_mean
-from nnspec.check.expressions import Scope
+from nnspec.check.expressions import Names
 from nnspec.check.param_groups import check_group_args
 from nnspec.registry.catalog import Catalog
 from nnspec.check.resolve import bind_args, use_of
@@ -105,7 +105,7 @@ SECTIONS = ("data", "loss", "metrics", "optimizer", "schedule", "train", "requir
 
 
 class SectionChecker:
-    def __init__(self, catalog: Catalog, diags: Diagnostics, names: Scope):
+    def __init__(self, catalog: Catalog, diags: Diagnostics, names: Names):
         self.catalog, self.diags, self.names = catalog, diags, names
 
     # --- helpers --------------------------------------------------------------------------

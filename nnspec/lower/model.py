@@ -7,7 +7,7 @@ from torch import nn
 from nnspec.spec import model as ir
 
 
-class Chain(nn.Sequential):
+class SequentialScope(nn.Sequential):
     """A scope whose layers run one after another."""
 
     def __init__(self, role: str, label: str, modules: list[tuple[str, nn.Module]]):
@@ -20,7 +20,7 @@ class Chain(nn.Sequential):
         return f"{self.role} {self.label}".strip()
 
 
-class Graph(nn.Module):
+class GraphScope(nn.Module):
     """A scope with branches, named tensors or shared layers: runs its ops over tensor slots."""
 
     def __init__(self, role: str, label: str, owned: dict[str, nn.Module],
@@ -61,10 +61,10 @@ def _scope(scope: ir.Scope, layers: dict[str, nn.Module]) -> nn.Module:
     label = scope.block or (scope.name if scope.kind == "model" else "")
     names = [op.child for op in scope.ops]
     if scope.is_chain and len(set(names)) == len(names):
-        return Chain(scope.kind, label, [(name, owned[name]) for name in names])
+        return SequentialScope(scope.kind, label, [(name, owned[name]) for name in names])
     dense = {0: 0}
     for op in scope.ops:
         dense.setdefault(op.output, len(dense))
     plan = [(layers[op.child] if op.shared else owned[op.child], tuple(dense[i] for i in op.inputs), dense[op.output])
             for op in scope.ops]
-    return Graph(scope.kind, label, owned, plan, dense[scope.result], len(dense))
+    return GraphScope(scope.kind, label, owned, plan, dense[scope.result], len(dense))

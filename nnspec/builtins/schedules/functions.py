@@ -242,7 +242,7 @@ def reduce_on_plateau(args, *, total_steps: int, steps_per_epoch: int) -> Schedu
 
 # --- chains -------------------------------------------------------------------------------------
 
-class Chain(Schedule):
+class ScheduleChain(Schedule):
     """Links run one after another; each sees the step relative to its own start. The last link
     runs on past its length. `observe` goes to the link that answered the latest `lr` call."""
 
@@ -279,7 +279,7 @@ class Chain(Schedule):
 
 def chain(links: list[tuple[Schedule, int | None]]) -> Schedule:
     """One schedule from links of (schedule, length in steps or None for an open-ended last one)."""
-    return Chain(links)
+    return ScheduleChain(links)
 
 
 def build(uses: Sequence[Any], *, total_steps: int, steps_per_epoch: int) -> Schedule:
