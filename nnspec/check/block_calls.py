@@ -15,7 +15,7 @@ from nnspec.check.graph_env import Env, Shared, Slot, join
 from nnspec.check.resolve import bind_args
 from nnspec.errors import Diagnostics, NnspecError, Span
 from nnspec.registry.types import REQUIRED, AnyValue, Param
-from nnspec.spec import model as ir
+from nnspec.spec import graph_ir as ir
 from nnspec.syntax import nodes as n
 
 

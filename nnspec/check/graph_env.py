@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from nnspec.check.expressions import Names
 from nnspec.errors import Span
 from nnspec.registry.types import TensorType
-from nnspec.spec import model as ir
+from nnspec.spec import graph_ir as ir
 from nnspec.syntax import nodes as n
 
 Tensor = TensorType | None          # None: unknown because of an earlier error

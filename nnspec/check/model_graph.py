@@ -19,7 +19,7 @@ from nnspec.limits import LIMITS
 from nnspec.registry.binding import bind
 from nnspec.registry.catalog import MULTI_INPUT, Catalog, Component, Conflict, PluginLoadError
 from nnspec.registry.types import ArgError, ShapeError, Symbol, TensorType
-from nnspec.spec import model as ir
+from nnspec.spec import graph_ir as ir
 from nnspec.spec.settings import Use
 from nnspec.syntax import nodes as n
 

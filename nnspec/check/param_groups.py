@@ -27,7 +27,7 @@ from typing import Any, Mapping
 from nnspec.errors import Diagnostics, Span, did_you_mean
 from nnspec.registry.catalog import NORM
 from nnspec.registry.types import ArgError, Args, describe
-from nnspec.spec.model import Layer, Model
+from nnspec.spec.graph_ir import Layer, Model
 from nnspec.spec.settings import OptimizerConfig, ParamGroup, Use
 
 RESERVED = ("bias", "weights", "norm")

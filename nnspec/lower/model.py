@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from nnspec.spec import model as ir
+from nnspec.spec import graph_ir as ir
 
 
 class SequentialScope(nn.Sequential):

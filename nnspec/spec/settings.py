@@ -132,7 +132,7 @@ class Override:
 
 @dataclass(frozen=True)
 class Spec:
-    """A fully checked spec. `model` is the graph IR (nnspec.spec.model.Model)."""
+    """A fully checked spec. `model` is the graph IR (nnspec.spec.graph_ir.Model)."""
     path: str
     model: Any
     data: DataConfig | None
