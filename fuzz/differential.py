@@ -198,6 +198,8 @@ def run_case(text: str, folder: Path) -> Outcome:
         nnspec.train(result.spec, out_dir=False, progress=False)
     except NnspecError as err:
         codes = {d.code for d in err.diagnostics}
+        if any("can't allocate memory" in d.message for d in err.diagnostics):
+            return Outcome("skipped", "over the worker's memory limit")     # RLIMIT_AS below, not the machine
         if codes <= RUNTIME_CODES:
             return Outcome("trained", "runtime condition: " + ", ".join(sorted(codes)))
         return Outcome("refused-by-train", "; ".join(f"{d.code} {d.message}" for d in err.diagnostics)[:500])

@@ -245,7 +245,7 @@ class _Checker:
         if model is not None and s["optimizer"] is not None:
             s["optimizer"] = resolve_groups(s["optimizer"], model, self.diags)
         if model is not None:
-            check_memory(self.diags, model, s["optimizer"], s["data"])
+            check_memory(self.diags, model, s["optimizer"], s["data"], s["metrics"])
 
     def _definitions(self) -> tuple[Names, dict[str, n.GraphDef]]:
         """Every file's consts (evaluated, dependencies first) and blocks; each name defined once."""

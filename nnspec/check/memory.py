@@ -8,15 +8,16 @@ BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 def estimate(spec) -> dict:
     """Bytes for parameters, gradients, optimizer state, buffers, and activations of one batch."""
-    return estimate_parts(spec.model, spec.optimizer, spec.data)
+    return estimate_parts(spec.model, spec.optimizer, spec.data, spec.metrics)
 
 
-def estimate_parts(model, optimizer, data) -> dict:
+def estimate_parts(model, optimizer, data, metrics=()) -> dict:
     """The one memory formula (the E610 check and `nnspec summary` both use it). Python ints, so
     nothing overflows however large a model is.
 
     Optimizer state per trainable parameter comes from the optimizer's declaration
-    (`info["state_slots"]`, e.g. 2 for Adam's two moments); unknown optimizers count 2."""
+    (`info["state_slots"]`, e.g. 2 for Adam's two moments); unknown optimizers count 2. A metric
+    declares the state it keeps for the model's number of outputs (`info["state_bytes"]`)."""
     params, trainable, buffers = model.params, model.trainable_params, model.buffers
     slots = 0
     if optimizer is not None:
@@ -29,20 +30,28 @@ def estimate_parts(model, optimizer, data) -> dict:
         "optimizer_state": 4 * trainable * slots,
         "buffers": 4 * buffers,
         "activations": 4 * act_per_sample * batch,
+        "metric_state": sum(m.component.info["state_bytes"](model.output.shape[-1]) for m in metrics
+                            if "state_bytes" in m.component.info and model.output.shape),
     }
     out["total"] = sum(out.values())
     return out
 
 
-def check_memory(diags, model, optimizer, data) -> None:
+def check_memory(diags, model, optimizer, data, metrics=()) -> None:
     """E610: training cannot fit this machine's memory even one sample at a time: parameters,
     gradients, optimizer state and buffers plus the activations of a single sample (by
     `estimate_parts`, whose activations term is for a whole batch)."""
     ram = physical_memory()
     if not ram:
         return
-    parts = estimate_parts(model, optimizer, None)       # batch of one
+    parts = estimate_parts(model, optimizer, None, metrics)       # batch of one
     if parts["total"] <= ram:
+        return
+    if parts["metric_state"] > parts["total"] // 2:
+        big = next(m for m in metrics if "state_bytes" in m.component.info)
+        diags.error("E610", f"metric `{big.name}` keeps about {human(parts['metric_state'])} of counts for the "
+                    f"model's {model.output.shape[-1]:,} outputs, more than this machine's {human(ram)} of memory",
+                    big.span, "drop the metric, or check that the last layer's width is the number of classes")
         return
     layers = list(model.root.layers())
     if parts["activations"] > parts["total"] - parts["activations"]:

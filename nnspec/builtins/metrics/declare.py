@@ -37,22 +37,27 @@ top_k = Component(
     impl=IMPL + "top_k", flags=_CLASSES, reports=lambda args: (Reported(f"top{args.k}_accuracy", "max"),),
     info={"class_count_args": ("k",)})      # k ≤ the model's classes
 
+# A confusion-matrix metric keeps classes × classes int64 counts: `info["state_bytes"](classes)`, which
+# the memory check adds (100,000 classes would be an 80 GB matrix).
+_MATRIX = {"state_bytes": lambda classes: 8 * classes * classes}
+
 precision = Component("precision", "metrics", params=(_AVERAGE,),
                       summary="Of the examples predicted as a class, the fraction that belong to it.",
-                      impl=IMPL + "precision", flags=_CLASSES, reports=_averaged("precision"))
+                      impl=IMPL + "precision", flags=_CLASSES, reports=_averaged("precision"),
+                      info=_MATRIX)
 
 recall = Component("recall", "metrics", params=(_AVERAGE,),
                    summary="Of the examples of a class, the fraction predicted as it.",
-                   impl=IMPL + "recall", flags=_CLASSES, reports=_averaged("recall"))
+                   impl=IMPL + "recall", flags=_CLASSES, reports=_averaged("recall"), info=_MATRIX)
 
 f1 = Component("f1", "metrics", params=(_AVERAGE,),
                summary="Harmonic mean of precision and recall, per class.", impl=IMPL + "f1", flags=_CLASSES,
-               reports=_averaged("f1"))
+               reports=_averaged("f1"), info=_MATRIX)
 
 confusion_matrix = Component(
     "confusion_matrix", "metrics",
     summary="Counts of (label, prediction) pairs: rows are labels, columns predictions.",
-    impl=IMPL + "confusion_matrix", flags=_CLASSES, reports=(Reported("confusion_matrix", None),))
+    impl=IMPL + "confusion_matrix", flags=_CLASSES, reports=(Reported("confusion_matrix", None),), info=_MATRIX)
 
 mse = Component("mse", "metrics", summary="Mean squared error (also reports rmse).", impl=IMPL + "mse",
                 reports=(Reported("mse", "min"), Reported("rmse", "min")))
