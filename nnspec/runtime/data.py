@@ -73,7 +73,6 @@ class Splits:
     train: Split
     val: Split | None
     test: Split | None
-    num_classes: int | None
     norm: dict
 
     def items(self):
@@ -99,12 +98,9 @@ def load_data(cfg: DataConfig, *, base_dir: str, seed: int, input_type: TensorTy
     norm = _fit_norm(cfg.normalize, sources, assigned["train"], long_inputs, shape)
     scale, shift = norm_scale_shift(norm)
     built = _build(parts, sources, targets, assigned, scale, shift, long_inputs, shape)
-    num_classes = None
-    if classification:
-        num_classes = max(int(y.max()) + 1 if y.size else 0 for y in targets.values())
     train = built["train"]
     check_train_batches(len(train), cfg.batch_size, cfg.drop_last)
-    return Splits(train, built.get("val"), built.get("test"), num_classes, norm)
+    return Splits(train, built.get("val"), built.get("test"), norm)
 
 
 # --- loading and validation -------------------------------------------------------------------
