@@ -9,9 +9,8 @@ measurement) takes a core. Rounds interleave the four measurements (quiet/loaded
 order alternating) so drifting machine noise hits all of them; the report is the median.
 
 What is timed:
-  nnspec  the epochs of `nnspec.train` (`summary["samples_per_s"]`). `threads auto`
-          measures its thread count during set-up, before the loop (a few tens of steps on
-          a scratch copy; `setup` in the summary), under the same load as the loop.
+  nnspec  the epochs of `nnspec.train` (`summary["samples_per_s"]`). `threads auto` decides its
+          thread count from the spec (1 thread for the digits MLP's small step).
   hand    randperm → index slices → forward → loss → zero_grad → backward → step, nothing else,
           with torch's default thread count (`--hand-threads` to change it).
 
