@@ -453,3 +453,28 @@ def test_memmapped_batches_for_an_accelerator_move_whole_windows(tmp_path, monke
     assert all(x.device.type == "meta" and y.device.type == "meta" for x, y in got)
     assert [x.shape[0] for x, _ in got] == [y.shape[0] for _, y in got]
     assert sum(x.shape[0] for x, _ in got) == len(mapped) and got[0][0].shape[1:] == (2, 3)
+
+
+def test_a_plugin_augmentation_without_a_shape_rule_is_probed_once_when_built(monkeypatch):
+    """Built-ins declare `info["sample_shape"]` (validate checks it); a plugin that declares none is
+    run once on zeros when training builds it, so a shape change is a located DataError, not a
+    shape error deep in the model."""
+    import sys
+    import types
+
+    from nnspec.builtins.augmentations.torch_impl import compose_augment
+    from nnspec.errors import DataError, Span
+    from nnspec.registry import Component
+    from nnspec.registry.types import Args, TensorType
+    from nnspec.spec.settings import Use
+    module = types.ModuleType("nnspec_test_shrink")
+    module.shrink = lambda args: (lambda x, generator: x[:, :, :4, :4])
+    module.keep = lambda args: (lambda x, generator: x.flip(-1))
+    monkeypatch.setitem(sys.modules, "nnspec_test_shrink", module)
+    span = Span("aug.nn", 3, 13, 3, 19)
+    shrink = Use(Component("shrink", "augmentations", impl="nnspec_test_shrink:shrink"), Args({}), span)
+    keep = Use(Component("keep", "augmentations", impl="nnspec_test_shrink:keep"), Args({}), span)
+    assert compose_augment([keep], TensorType((3, 8, 8))) is not None
+    with pytest.raises(DataError) as err:
+        compose_augment([keep, shrink], TensorType((3, 8, 8)))
+    assert "turns samples of shape [3, 8, 8] into [3, 4, 4]" in str(err.value) and err.value.span == span

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nnspec.builtins.augmentations.declare import check_augment, crop_room, flip_shape, need_images
+from nnspec.errors import DataError
 from nnspec.registry.types import TensorType
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]
@@ -90,9 +91,29 @@ def compose_augment(uses: Sequence, input_type: TensorType) -> Augment | None:
         return None
     check_augment(uses, input_type)
     steps = [use.component.build(use.args) for use in uses]
+    _probe_undeclared(uses, steps, input_type)
 
     def apply(x: Tensor, generator: torch.Generator) -> Tensor:
         for step in steps:
             x = step(x, generator)
         return x
     return apply
+
+
+def _probe_undeclared(uses: Sequence, steps: list, input_type: TensorType) -> None:
+    """A plugin augmentation that declares no `sample_shape` rule is run once on a batch of zeros,
+    so one that changes the sample shape is refused here, located, instead of in the model."""
+    want = tuple(input_type.shape)
+    for use, step in zip(uses, steps):
+        if "sample_shape" in use.component.info:
+            continue
+        try:
+            out = step(torch.zeros((2,) + want), torch.Generator().manual_seed(0))
+        except (ValueError, RuntimeError) as err:
+            raise DataError(f"augmentation `{use.name}` fails on samples of shape {list(want)}: {err}",
+                            span=use.span) from err
+        if tuple(out.shape[1:]) != want:
+            raise DataError(f"augmentation `{use.name}` turns samples of shape {list(want)} into "
+                            f"{list(out.shape[1:])}, but the model input is {list(want)}",
+                            "declare `info[\"sample_shape\"]` in the plugin so `nnspec validate` sees it",
+                            span=use.span)
