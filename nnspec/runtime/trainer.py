@@ -48,6 +48,7 @@ from nnspec.runtime.loop_state import BestTracker, Checkpointer, EarlyStopping, 
 from nnspec.runtime.optimizer_step import Stepper
 from nnspec.runtime.outputs import RunDir, default_run_dir
 from nnspec.runtime.progress import Progress, make_progress
+from nnspec.runtime.signals import TrainingInterrupted
 from nnspec.runtime.threads import Threads, choose as choose_threads, kept as threads_kept
 from nnspec.runtime.resume import rng_state, spec_record
 from nnspec.spec.settings import Spec
@@ -156,17 +157,29 @@ def _train(spec: Spec, out_dir, progress, resumed=None, stop_flag=None) -> Resul
         t_loop = time.perf_counter() - t_loop
         # ---- finish: test, outputs ----------------------------------------------------------------
         test, summary = _finish(loop, stop_reason, {"setup": t_setup, "loop": t_loop}, t_start)
+    except TrainingInterrupted:
+        # Every rank stopped after the same step (the vote), so they leave the group together, as
+        # at a normal end. A process that exits still in the group can abort in gloo's thread
+        # teardown ("terminate called without an active exception", seen under load in CI).
+        forwards = None
+        _leave_group(loop)
+        raise
     finally:
         loop.display.close()
         if loop.run is not None:
             loop.run.close()
     result = Result(loop.history, b.model, test, loop.run.path if loop.run else None, loop.best.value, summary, b)
-    # DDP's reducer must go before its process group: when it holds the group's last reference it
-    # destroys the group with the GIL held, while a gloo thread needs the GIL to free a finished
-    # collective's tensors, and the process hangs at exit (seen under load in CI).
-    forwards = loop.forwards = loop.stepper = None
-    distributed.finish()              # every rank waits until rank 0 has written its outputs
+    forwards = None
+    _leave_group(loop)                # every rank waits until rank 0 has written its outputs
     return result
+
+
+def _leave_group(loop: _Loop) -> None:
+    """DDP's reducer must go before its process group: when it holds the group's last reference it
+    destroys the group with the GIL held, while a gloo thread needs the GIL to free a finished
+    collective's tensors, and the process hangs at exit (seen under load in CI)."""
+    loop.forwards = loop.stepper = None
+    distributed.finish()
 
 
 def _set_up(spec: Spec, b: Built, forwards, out_dir, progress, resumed, stop_flag) -> _Loop:
@@ -324,7 +337,6 @@ def _after_step(loop: _Loop) -> bool:
         log.flush(pos.step, loop.guard)
         loop.saver.save_step(pos)
     if loop.stop_vote():                  # SIGINT/SIGTERM (agreed by all ranks): save, then stop
-        from nnspec.runtime.signals import TrainingInterrupted
         log.flush(pos.step, loop.guard)
         saved = loop.saver.save_interrupted(pos)
         raise TrainingInterrupted(loop.stop_flag.requested or "a signal to another process", pos.step, saved,
