@@ -5,6 +5,8 @@ what `inner` accepts, so a parameter such as `weight = none` can mean "not given
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from nnspec.registry.types import ArgError, Float, Int, Optional, Param
 
 Beta = Float(0, 1, max_open=True)                   # a moving-average coefficient: 0 ≤ b < 1
@@ -26,3 +28,12 @@ def duration_params(what: str = "runs") -> tuple[Param, Param]:
 def at_most_one_duration(args) -> None:
     if args.get("steps") is not None and args.get("epochs") is not None:
         raise ArgError("give steps or epochs, not both", "remove one of them")
+
+
+def link_length(args: Mapping[str, Any], steps_per_epoch: int) -> int | None:
+    """A schedule's own length in steps from its `steps`/`epochs` arguments; None if open-ended."""
+    if args.get("steps") is not None:
+        return int(args["steps"])
+    if args.get("epochs") is not None:
+        return int(args["epochs"]) * steps_per_epoch
+    return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from nnspec.builtins.argtypes import link_length
 from nnspec.errors import Diagnostics, Span, did_you_mean
 from nnspec.registry.catalog import BINARY, CLASSIFICATION, NEEDS_METRIC, PER_EPOCH, Reported
 from nnspec.registry.types import Args
@@ -205,7 +206,7 @@ def _reshape_hint(output: tuple[int, ...], shape: tuple[int, ...], last) -> str:
 def _schedule(diags: Diagnostics, schedule: ScheduleConfig, train: TrainConfig) -> ScheduleConfig:
     links = list(schedule.links)
     for use in links[:-1]:
-        if use.args.get("steps") is not None or use.args.get("epochs") is not None:
+        if link_length(use.args, 1) is not None:        # the link's own length, as the runtime computes it
             continue
         if use.component.param("steps") or use.component.param("epochs"):
             diags.error("E544", f"`{use.name}` needs steps or epochs because another link follows it",

@@ -18,6 +18,8 @@ import math
 from bisect import bisect_right
 from typing import Any, Mapping, Sequence
 
+from nnspec.builtins.argtypes import link_length
+
 
 class Schedule:
     """The interface every schedule has. `lr` must be pure in (step, base_lr)."""
@@ -30,15 +32,6 @@ class Schedule:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         pass
-
-
-def link_length(args: Mapping[str, Any], steps_per_epoch: int) -> int | None:
-    """A schedule's own length in steps from its `steps`/`epochs` arguments; None if open-ended."""
-    if args.get("steps") is not None:
-        return int(args["steps"])
-    if args.get("epochs") is not None:
-        return int(args["epochs"]) * steps_per_epoch
-    return None
 
 
 def _span(args: Mapping[str, Any], total_steps: int, steps_per_epoch: int) -> int:
@@ -290,7 +283,7 @@ def build(uses: Sequence[Any], *, total_steps: int, steps_per_epoch: int) -> Sch
     start = 0
     for i, use in enumerate(uses):
         length = link_length(use.args, steps_per_epoch)
-        if length is None and i < len(uses) - 1:
+        if length is None and i < len(uses) - 1:      # the check refuses this (E544); direct callers too
             raise ValueError(f"schedule `{use.component.name}` needs steps or epochs because another link follows it")
         span = length if length is not None else max(1, total_steps - start)
         links.append((use.component.build(use.args, total_steps=span, steps_per_epoch=steps_per_epoch), length))
