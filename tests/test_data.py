@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 import torch
 
 from nnspec.registry.binding import bind
@@ -158,6 +158,7 @@ def test_mapped_rows_are_read_correctly_with_and_without_positional_reads(tmp_pa
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(idx=st.lists(st.integers(0, 1999), max_size=700),
        plan=st.sampled_from([(24, 2), (120, 4), (4 << 20, 4), (4 << 20, 1)]))
+@example(idx=[773, 773, 775], plan=(24, 2))      # as many rows as the span, with a repeat: not one run
 def test_planned_reads_return_exactly_the_rows_asked_for(tmp_path, monkeypatch, idx, plan):
     """Any order, repeats, adjacent rows, gaps read through and skipped, runs cut at chunk ends."""
     path = tmp_path / "rows.npy"

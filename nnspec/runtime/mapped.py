@@ -75,7 +75,7 @@ class MappedArray:
         sort = np.argsort(idx, kind="stable")
         wanted = idx[sort]
         step = np.diff(wanted)
-        if len(idx) == wanted[-1] - wanted[0] + 1 and not (sort[1:] - sort[:-1] - 1).any():
+        if (step == 1).all() and not (sort[1:] - sort[:-1] - 1).any():
             self._pread([rows], int(wanted[0]), rows.nbytes)     # already one run in file order
             return out
         # Runs: wanted rows close enough to read through the gaps between them, within one
